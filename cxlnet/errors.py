@@ -1,0 +1,56 @@
+"""User-facing errors and atomic file writes shared by every command.
+
+A `CxlnetError` carries one line for the user (file, record, what is wrong); the CLI prints it
+without a traceback and exits non-zero. Outputs are written to a temporary file in the same
+directory and renamed into place, so an interrupted run never leaves a half-written file under
+its final name.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+class CxlnetError(Exception):
+    """An error caused by the user's input or environment, reported as one line."""
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    """Load JSON, turning a missing file or a syntax error into one line with file, line and column."""
+    path = Path(path)
+    if not path.is_file():
+        raise CxlnetError(f"{path}: file not found")
+    try:
+        with path.open(encoding="utf-8") as fh:
+            return json.load(fh)
+    except json.JSONDecodeError as err:
+        raise CxlnetError(f"{path}:{err.lineno}:{err.colno}: malformed JSON: {err.msg}") from None
+    except UnicodeDecodeError as err:
+        raise CxlnetError(f"{path}: not UTF-8 at byte {err.start}") from None

@@ -1,0 +1,98 @@
+"""Text preprocessing and SentencePiece tokenisation exactly as XLNet's `prepro_utils.py` does it.
+
+Every pipeline (pre-training corpus, ChnSentiCorp, CMRC/DRCD questions and paragraphs) goes through
+`preprocess_text` (whitespace collapse + NFKD accent stripping, so `，` becomes `,` and `１` becomes `1`)
+and then `encode_pieces` (SentencePiece plus XLNet's digit-comma rule). We call `sentencepiece`
+directly: transformers' fast XLNet tokenizer inserts extra `▁` pieces after user-defined symbols.
+"""
+from __future__ import annotations
+
+import unicodedata
+from functools import cached_property
+from pathlib import Path
+
+from cxlnet.errors import CxlnetError
+
+SPIECE_UNDERLINE = "▁"
+
+# XLNet's fixed layout of special ids (data_utils.special_symbols); hfl's vocab follows it.
+SPECIAL_PIECES = ("<unk>", "<s>", "</s>", "<cls>", "<sep>", "<pad>", "<mask>", "<eod>", "<eop>")
+UNK_ID, BOS_ID, EOS_ID, CLS_ID, SEP_ID, PAD_ID, MASK_ID, EOD_ID, EOP_ID = range(len(SPECIAL_PIECES))
+
+
+def preprocess_text(text: str, lower: bool = False, remove_space: bool = True, keep_accents: bool = False) -> str:
+    """XLNet's `preprocess_text`: collapse whitespace, normalise quotes, NFKD-strip accents, optional lower."""
+    out = " ".join(text.strip().split()) if remove_space else text
+    out = out.replace("``", '"').replace("''", '"')
+    if not keep_accents:
+        out = unicodedata.normalize("NFKD", out)
+        out = "".join(c for c in out if not unicodedata.combining(c))
+    return out.lower() if lower else out
+
+
+def encode_pieces(sp, text: str) -> list[str]:
+    """SentencePiece pieces with XLNet's digit-comma rule: `2000,` is split into `2000` and `,`."""
+    pieces = sp.encode_as_pieces(text)
+    out: list[str] = []
+    for piece in pieces:
+        if len(piece) > 1 and piece[-1] == "," and piece[-2].isdigit():
+            cur = sp.encode_as_pieces(piece[:-1].replace(SPIECE_UNDERLINE, ""))
+            if piece[0] != SPIECE_UNDERLINE and cur[0][0] == SPIECE_UNDERLINE:
+                cur = cur[1:] if len(cur[0]) == 1 else [cur[0][1:], *cur[1:]]
+            out.extend(cur)
+            out.append(piece[-1])
+        else:
+            out.append(piece)
+    return out
+
+
+class Tokenizer:
+    """A SentencePiece model checked against XLNet's special-id layout, with XLNet's preprocessing."""
+
+    def __init__(self, path: str | Path, lower: bool = False):
+        import sentencepiece as spm
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise CxlnetError(f"{self.path}: SentencePiece model not found")
+        try:
+            self.sp = spm.SentencePieceProcessor(model_file=str(self.path))
+        except (OSError, RuntimeError) as err:
+            raise CxlnetError(f"{self.path}: not a SentencePiece model ({err})") from None
+        self.lower = lower
+        for expected_id, piece in enumerate(SPECIAL_PIECES):
+            got = self.sp.piece_to_id(piece) if expected_id < self.sp.get_piece_size() else None
+            if got != expected_id:
+                raise CxlnetError(
+                    f"{self.path}: special token {piece} has id {got}, XLNet's layout needs {expected_id} "
+                    f"({' '.join(SPECIAL_PIECES)} = 0..{len(SPECIAL_PIECES) - 1})"
+                )
+
+    @property
+    def vocab_size(self) -> int:
+        return self.sp.get_piece_size()
+
+    def pieces(self, text: str) -> list[str]:
+        return encode_pieces(self.sp, preprocess_text(text, lower=self.lower))
+
+    def encode(self, text: str) -> list[int]:
+        return [self.sp.piece_to_id(p) for p in self.pieces(text)]
+
+    def piece_to_id(self, piece: str) -> int:
+        return self.sp.piece_to_id(piece)
+
+    def id_to_piece(self, idx: int) -> str:
+        return self.sp.id_to_piece(idx)
+
+    @cached_property
+    def start_piece_ids(self) -> frozenset[int]:
+        """Ids of pieces where a masked span may start (XLNet's `_is_start_piece`)."""
+        return frozenset(i for i in range(self.vocab_size) if is_start_piece(self.sp.id_to_piece(i)))
+
+
+_START_PUNCT = set('!"#$%&()*+,-./:;?@[\\]^_`{|}~')
+
+
+def is_start_piece(piece: str) -> bool:
+    """XLNet's span masking may start at word starts, special tokens and single ASCII punctuation."""
+    return piece.startswith(SPIECE_UNDERLINE) or piece.startswith("<") or piece in _START_PUNCT
