@@ -1,0 +1,39 @@
+# cxlnet: every target installs what it needs into .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch is installed first and pinned, so no dependency range can pull a CUDA build.
+TORCH_VERSION ?= 2.13.0
+export WANDB_MODE ?= offline
+
+.PHONY: help install demo test test-slow bench reproduce-table pretrain-demo clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+install: $(VENV)/.installed  ## create .venv with torch $(TORCH_VERSION) and cxlnet[test]
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet "torch==$(TORCH_VERSION)"
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@
+
+demo: install  ## fine-tune a tiny XLNet on the shipped ChnSentiCorp sample (CPU, a few minutes)
+	$(BIN)/cxlnet finetune experiment=demo
+
+test: install  ## the default test suite (no GPU, no network)
+	WANDB_MODE=disabled $(BIN)/pytest -q
+
+test-slow: install  ## the slow tests (TF checkpoint reading installs tensorflow-cpu)
+	$(BIN)/pip install --quiet -e ".[test,tf]"
+	WANDB_MODE=disabled $(BIN)/pytest -q -m slow
+
+bench: install  ## cxlnet vs transformers, side by side (CPU always, GPU when present)
+	$(BIN)/python -m benchmarks.run
+
+reproduce-table: install  ## rerun every row of experiments/ and regenerate the result tables
+	$(BIN)/cxlnet table run experiments/
+
+clean:  ## remove build outputs (keeps runs/)
+	rm -rf $(VENV) .pytest_cache build dist *.egg-info

@@ -1,0 +1,5 @@
+import sys
+
+from cxlnet.cli import main
+
+sys.exit(main())

@@ -1,0 +1,79 @@
+"""The `cxlnet` command: one sub-command per job, each a Hydra app (or a plain argparse tool).
+
+    cxlnet finetune task=cmrc2018 model=mid hardware=gpu
+    cxlnet finetune task=chnsenticorp -m 'seed=range(10)'
+    cxlnet aggregate runs/chnsenticorp/base/sweep_...
+
+The sub-command is also passed to child processes in $CXLNET_COMMAND, because Lightning's DDP
+re-executes `sys.argv` (which no longer holds it) in every worker.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+from cxlnet.errors import CxlnetError
+
+# name -> (module:function, one-line help). Hydra apps take overrides; the others take argv.
+COMMANDS = {
+    "finetune": ("cxlnet.finetune:main", "fine-tune on chnsenticorp | cmrc2018 | drcd (Hydra overrides, -m sweeps)"),
+    "aggregate": ("cxlnet.sweep:main", "rebuild a sweep's summary.json (max (mean)) from its runs' metrics.json"),
+    "download": ("cxlnet.download:main", "download and verify data sets and hfl files into the cache"),
+}
+HYDRA_APPS = {"finetune"}
+ENV_COMMAND = "CXLNET_COMMAND"
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    rows = "\n".join(f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items())
+    return (
+        "usage: cxlnet <command> [hydra overrides] [-m]\n\ncommands:\n" + rows +
+        "\n\n`cxlnet <command> --help` lists a command's config groups; `--cfg job` prints its composed config."
+    )
+
+
+def _load(target: str):
+    module, func = target.split(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def _refuse_finished_run_dir(overrides: list[str]) -> None:
+    # Hydra writes .hydra/ into the run dir before the job starts: check a named one up front.
+    from pathlib import Path
+
+    for item in overrides:
+        if item.startswith("hydra.run.dir="):
+            metrics = Path(item.split("=", 1)[1]) / "metrics.json"
+            if metrics.exists():
+                raise CxlnetError(f"{metrics}: this run already finished; choose another hydra.run.dir or remove it")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in COMMANDS:
+        command = argv.pop(0)
+    elif os.environ.get(ENV_COMMAND) in COMMANDS and not (argv and argv[0] in ("-h", "--help")):
+        command = os.environ[ENV_COMMAND]
+    else:
+        print(usage(), file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
+        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    try:
+        if command in HYDRA_APPS:
+            _refuse_finished_run_dir(argv)
+            os.environ[ENV_COMMAND] = command
+            # Hydra's argparse cannot take overrides after -m: `finetune task=x -m 'seed=range(3)'`.
+            flags = [a for a in argv if a in ("-m", "--multirun")]
+            argv = flags + [a for a in argv if a not in flags]
+            sys.argv = [sys.argv[0], *argv]  # argv[0] stays: DDP workers re-execute it
+            _load(COMMANDS[command][0])()
+            return 0
+        return int(_load(COMMANDS[command][0])(argv) or 0)
+    except CxlnetError as err:
+        print(f"cxlnet {command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

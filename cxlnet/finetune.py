@@ -1,0 +1,79 @@
+"""`cxlnet finetune`: fine-tune on one task and write `metrics.json` (and the fine-tuned weights)
+into the run directory. The task's `kind` picks the package that builds its module and data."""
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+
+import hydra
+import pytorch_lightning as pl
+from omegaconf import DictConfig
+
+from cxlnet.errors import CxlnetError
+from cxlnet.paths import resolve_data_file
+from cxlnet.runs import hydra_job, model_loader, run_dir, show_config, sweep_dir
+from cxlnet.text import Tokenizer
+from cxlnet.training import build_trainer, ensure_unfinished, write_metrics
+
+log = logging.getLogger(__name__)
+
+# task.kind -> package with `build(cfg, tokenizer, model_loader, resolve) -> (module, datamodule)`
+TASK_KINDS = {"classification": "cxlnet.classify", "span": "cxlnet.span"}
+
+
+def build_task(cfg: DictConfig, out_dir):
+    """Tokenizer, LightningModule and DataModule for `cfg.task`."""
+    if cfg.task.kind not in TASK_KINDS:
+        raise CxlnetError(f"task.kind={cfg.task.kind!r}: expected one of {', '.join(TASK_KINDS)}")
+
+    def resolve(relative):
+        return resolve_data_file(cfg.paths.data_dir, relative)
+
+    tokenizer = Tokenizer(resolve(cfg.model.spiece_model))
+    package = importlib.import_module(TASK_KINDS[cfg.task.kind])
+    module, data = package.build(cfg, tokenizer, model_loader(cfg, tokenizer.vocab_size), resolve)
+    module.output_dir = out_dir
+    return tokenizer, module, data
+
+
+def finetune(cfg: DictConfig) -> dict[str, float]:
+    started = time.time()
+    out_dir = run_dir()
+    ensure_unfinished(out_dir)
+    show_config(cfg, out_dir)
+    pl.seed_everything(cfg.seed, workers=True)
+    _, module, data = build_task(cfg, out_dir)
+    if cfg.model.compile:
+        module.model = module.model.compile() or module.model
+    sweep = sweep_dir()
+    trainer = build_trainer(
+        cfg, out_dir, group=sweep.name if sweep else None,
+        max_epochs=cfg.task.epochs, max_steps=cfg.task.max_steps, num_sanity_val_steps=0,
+        limit_val_batches=cfg.trainer.limit_val_batches if cfg.trainer.val_check_interval else 0,
+    )
+    trainer.fit(module, datamodule=data)
+    metrics = {}
+    eval_trainer = build_trainer(cfg, out_dir, group=None, logger=False)
+    for result in eval_trainer.validate(module, datamodule=data, verbose=False):
+        metrics.update(result)
+    if cfg.task.test_file:
+        for result in eval_trainer.test(module, datamodule=data, verbose=False):
+            metrics.update(result)
+    for logger in trainer.loggers:
+        logger.log_metrics(metrics, step=trainer.global_step)
+        logger.finalize("success")
+    module.model.save_pretrained(out_dir / "model")
+    path = write_metrics(out_dir, cfg, metrics, started)
+    log.info("%s -> %s", ", ".join(f"{k} {v:.2f}" for k, v in sorted(metrics.items())), path)
+    if sweep is not None:
+        from cxlnet.sweep import aggregate
+
+        aggregate(sweep, quiet=True)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="finetune")
+@hydra_job
+def main(cfg: DictConfig) -> None:
+    finetune(cfg)

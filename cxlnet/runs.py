@@ -1,0 +1,94 @@
+"""Run-directory helpers shared by the Hydra commands: the printed/saved config tree, the Hydra
+run directory, model loading from `model.pretrained`, and one-line errors inside Hydra jobs."""
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from cxlnet.errors import CxlnetError, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+
+class CommandError(CompactHydraException):
+    """A CxlnetError inside a Hydra job: Hydra prints compact exceptions as their message alone."""
+
+
+def hydra_job(func):
+    """Wrap a Hydra task function so user errors become one line and a non-zero exit.
+
+    In a sweep the failed job raises too: Hydra runs the remaining seeds first, then reports it.
+    """
+
+    @functools.wraps(func)
+    def wrapper(cfg: DictConfig):
+        try:
+            return func(cfg)
+        except CxlnetError as err:
+            log.error("%s", err)
+            raise CommandError(str(err)) from None
+
+    return wrapper
+
+
+def run_dir() -> Path:
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def sweep_dir() -> Path | None:
+    """The multirun directory holding this job, or None for a single run."""
+    hydra_cfg = HydraConfig.get()
+    return Path(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
+
+
+def show_config(cfg: DictConfig, out_dir: Path) -> None:
+    """Print the composed config as a rich tree and save the resolved YAML next to the results."""
+    from rich import print as rprint
+    from rich.syntax import Syntax
+    from rich.tree import Tree
+
+    tree = Tree(f"[bold]config[/bold] ({out_dir})")
+    for key, value in cfg.items():
+        text = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
+        tree.add(f"[bold cyan]{key}[/bold cyan]").add(Syntax(text.rstrip(), "yaml"))
+    rprint(tree)
+    atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def resolve_pretrained(path_setting: str) -> Path:
+    """Turn `model.pretrained` into a weights directory: a cxlnet run dir points at its `model/`."""
+    path = Path(path_setting).expanduser()
+    if not path.exists():
+        raise CxlnetError(f"model.pretrained={path_setting}: no such file or directory")
+    if path.is_dir() and (path / "model" / "config.json").is_file():
+        return path / "model"
+    return path
+
+
+def model_loader(cfg: DictConfig, vocab_size: int):
+    """A function building `cls` from `model.pretrained`, or randomly initialised when it is unset."""
+    from cxlnet.model import XLNetConfig
+
+    overrides = dict(OmegaConf.to_container(cfg.model.config, resolve=True))
+    overrides["grad_checkpointing"] = bool(cfg.model.grad_checkpointing)
+
+    def load(cls, **head_kwargs):
+        if cfg.model.pretrained is None:
+            log.warning("model.pretrained is not set: XLNet-%s starts from random initialisation", cfg.model.name)
+            model = cls(XLNetConfig.named(cfg.model.size, **overrides), **head_kwargs)
+        else:
+            model = cls.from_pretrained(resolve_pretrained(cfg.model.pretrained), **overrides, **head_kwargs)
+        if model.config.vocab_size != vocab_size:
+            raise CxlnetError(
+                f"model vocab size {model.config.vocab_size} differs from the tokenizer's {vocab_size} "
+                f"({cfg.model.spiece_model})"
+            )
+        return model
+
+    return load

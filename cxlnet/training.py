@@ -1,0 +1,216 @@
+"""Pieces every training command shares: the optimizer and its schedule, the Lightning Trainer for
+a `hardware` choice, loggers, run directories and their `metrics.json`.
+
+The schedule is XLNet's (`model_utils.get_train_op`): linear warm-up from lr 0 at step 0, then
+linear ("poly", power 1) decay to `lr * min_lr_ratio`. Layer-wise decay follows the original too:
+by default it scales layer l's *clipped gradients* by `rate^(n_layer-1-l)` (`layer_decay_mode: grad`);
+`layer_decay_mode: lr` scales learning rates instead, the common PyTorch variant.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from cxlnet.errors import CxlnetError, atomic_write_json
+
+log = logging.getLogger(__name__)
+
+_LAYER_RE = re.compile(r"(?:^|\.)layer\.(\d+)\.")
+# Matches XLNet's `get_train_op`: no weight decay on LayerNorm and biases, but the r_*_bias
+# attention biases are decayed despite their name.
+_NO_DECAY_RE = re.compile(r"(layer_norm|LayerNorm|\.bias$|^bias$)")
+_ALWAYS_DECAY_RE = re.compile(r"r_[wrs]_bias")
+
+
+def layer_index(param_name: str) -> int | None:
+    """The transformer layer a parameter belongs to, or None for embeddings, shared biases and heads."""
+    match = _LAYER_RE.search(param_name)
+    return int(match.group(1)) if match else None
+
+
+def layer_scales(model: torch.nn.Module, rate: float) -> dict[str, float]:
+    """`rate^(n_layer-1-l)` for every parameter of layer l; parameters outside the layers get 1."""
+    names = [n for n, _ in model.named_parameters()]
+    layers = [layer_index(n) for n in names]
+    n_layer = 1 + max((l for l in layers if l is not None), default=-1)
+    return {n: (rate ** (n_layer - 1 - l) if l is not None else 1.0) for n, l in zip(names, layers)}
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float, lr: float, lr_scales: dict[str, float] | None):
+    """Parameter groups by (weight decay?, lr scale), so layer-wise lr decay needs no per-param loop."""
+    groups: dict[tuple[bool, float], list[torch.nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        decay = bool(_ALWAYS_DECAY_RE.search(name)) or not _NO_DECAY_RE.search(name)
+        scale = lr_scales[name] if lr_scales else 1.0
+        groups.setdefault((decay, scale), []).append(param)
+    return [
+        {"params": params, "weight_decay": weight_decay if decay else 0.0, "lr": lr * scale}
+        for (decay, scale), params in groups.items()
+    ]
+
+
+def lr_lambda(warmup_steps: int, total_steps: int, min_lr_ratio: float):
+    """XLNet's schedule as a multiplier of the peak lr: step 0 trains with lr 0."""
+    decay_steps = max(1, total_steps - warmup_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return step / warmup_steps
+        done = min(step - warmup_steps, decay_steps) / decay_steps
+        return (1.0 - min_lr_ratio) * (1.0 - done) + min_lr_ratio
+
+    return factor
+
+
+def warmup_steps_for(opt_cfg: DictConfig, total_steps: int) -> int:
+    if opt_cfg.warmup_steps is not None:
+        return int(opt_cfg.warmup_steps)
+    return int(opt_cfg.warmup_ratio * total_steps)
+
+
+def build_optimizer(opt_cfg: DictConfig, model: torch.nn.Module, total_steps: int):
+    """Optimizer + per-step scheduler dict for Lightning's `configure_optimizers`."""
+    lr = float(opt_cfg.optim.lr)
+    scales = None
+    if opt_cfg.layer_decay != 1.0 and opt_cfg.layer_decay_mode == "lr":
+        scales = layer_scales(model, float(opt_cfg.layer_decay))
+    groups = param_groups(model, float(opt_cfg.optim.weight_decay), lr, scales)
+    optimizer = instantiate(opt_cfg.optim)(groups)
+    warmup = warmup_steps_for(opt_cfg, total_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(warmup, total_steps, opt_cfg.min_lr_ratio))
+    log.info("optimizer: %s lr %.2e, %d steps, %d warm-up", opt_cfg.name, lr, total_steps, warmup)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class TrainModule(pl.LightningModule):
+    """Base LightningModule: XLNet's optimizer, schedule, clipping and layer-wise gradient decay."""
+
+    def __init__(self, model: torch.nn.Module, optimizer_cfg: DictConfig):
+        super().__init__()
+        self.model = model
+        self.optimizer_cfg = optimizer_cfg
+        self._grad_scales: dict[str, float] | None = None
+        if optimizer_cfg.layer_decay != 1.0 and optimizer_cfg.layer_decay_mode == "grad":
+            self._grad_scales = layer_scales(model, float(optimizer_cfg.layer_decay))
+
+    def configure_optimizers(self):
+        return build_optimizer(self.optimizer_cfg, self.model, int(self.trainer.estimated_stepping_batches))
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        # The original clips first and then scales the clipped gradients layer by layer.
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        if self._grad_scales:
+            for name, param in self.model.named_parameters():
+                scale = self._grad_scales[name]
+                if param.grad is not None and scale != 1.0:
+                    param.grad.mul_(scale)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], prog_bar=False)
+
+
+def build_loggers(cfg: DictConfig, run_dir: Path, group: str | None) -> list:
+    from pytorch_lightning.loggers import CSVLogger, WandbLogger
+
+    kind = cfg.logger.kind
+    if kind == "none":
+        return []
+    if kind == "csv":
+        return [CSVLogger(save_dir=str(run_dir), name="csv", version="")]
+    if kind == "wandb":
+        return [
+            CSVLogger(save_dir=str(run_dir), name="csv", version=""),
+            WandbLogger(
+                project=cfg.logger.project,
+                entity=cfg.logger.entity,
+                name=cfg.run_name,
+                group=cfg.logger.group or group or cfg.run_name,
+                tags=list(cfg.logger.tags),
+                save_dir=str(run_dir),
+                config=OmegaConf.to_container(cfg, resolve=True),
+            ),
+        ]
+    raise CxlnetError(f"logger.kind={kind!r}: expected csv, wandb or none")
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, group: str | None, **overrides: Any) -> pl.Trainer:
+    """A Trainer for the chosen `hardware` and `logger`, with the rich progress bar."""
+    from pytorch_lightning.callbacks import LearningRateMonitor, RichProgressBar
+
+    hw = cfg.hardware
+    if hw.accelerator == "tpu":
+        require_torch_xla()
+    loggers = build_loggers(cfg, run_dir, group)
+    callbacks = [RichProgressBar(leave=True)] if cfg.trainer.enable_progress_bar else []
+    if loggers:
+        callbacks.append(LearningRateMonitor(logging_interval="step"))
+    tcfg = cfg.trainer
+    kwargs = dict(
+        accelerator=hw.accelerator,
+        devices=hw.devices,
+        precision=hw.precision,
+        strategy=hw.strategy,
+        logger=loggers or False,
+        callbacks=callbacks,
+        default_root_dir=str(run_dir),
+        enable_checkpointing=False,
+        enable_progress_bar=tcfg.enable_progress_bar,
+        enable_model_summary=False,
+        log_every_n_steps=tcfg.log_every_n_steps,
+        val_check_interval=tcfg.val_check_interval,
+        limit_train_batches=tcfg.limit_train_batches,
+        limit_val_batches=tcfg.limit_val_batches,
+        accumulate_grad_batches=tcfg.accumulate_grad_batches,
+        gradient_clip_val=tcfg.gradient_clip_val,
+        deterministic=hw.accelerator == "cpu",
+    )
+    kwargs.update(overrides)
+    return pl.Trainer(**kwargs)
+
+
+def require_torch_xla() -> None:
+    try:
+        import torch_xla  # noqa: F401
+    except ImportError:
+        raise CxlnetError("hardware=tpu needs torch-xla: pip install 'cxlnet[tpu]' on a TPU VM") from None
+
+
+def metrics_path(run_dir: Path) -> Path:
+    return Path(run_dir) / "metrics.json"
+
+
+def ensure_unfinished(run_dir: Path) -> None:
+    """Refuse to run into a directory whose run already finished: its metrics are never overwritten."""
+    path = metrics_path(run_dir)
+    if path.exists():
+        raise CxlnetError(f"{path}: this run already finished; choose another hydra.run.dir or remove it")
+
+
+def write_metrics(run_dir: Path, cfg: DictConfig, metrics: dict[str, float], started: float) -> Path:
+    ensure_unfinished(run_dir)
+    record = {
+        "command": cfg.command,
+        "task": cfg.task.name,
+        "model": cfg.model.name,
+        "seed": cfg.seed,
+        "run_name": cfg.run_name,
+        "metrics": {k: round(float(v), 4) for k, v in sorted(metrics.items())},
+        "seconds": round(time.time() - started, 1),
+    }
+    return atomic_write_json(metrics_path(run_dir), record)
+
+
+def read_metrics(path: Path) -> dict:
+    with Path(path).open(encoding="utf-8") as fh:
+        return json.load(fh)

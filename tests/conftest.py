@@ -1,0 +1,33 @@
+"""Shared fixtures. Tests marked `fulldata` read the full data sets (default ../shared/data, or
+$CXLNET_FULL_DATA_DIR); where those are absent they are deselected with a visible notice, never
+counted as passed. Everything else uses the sample shipped inside the package."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FULL_DATA_DIR = Path(os.environ.get("CXLNET_FULL_DATA_DIR", REPO.parent / "shared" / "data"))
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "fulldata: needs the full data sets in $CXLNET_FULL_DATA_DIR")
+
+
+def pytest_collection_modifyitems(config, items):
+    if (FULL_DATA_DIR / "cmrc2018" / "train.json").is_file():
+        return
+    deselected = [item for item in items if "fulldata" in item.keywords]
+    if deselected:
+        items[:] = [item for item in items if "fulldata" not in item.keywords]
+        config.hook.pytest_deselected(items=deselected)
+        print(f"\n{len(deselected)} fulldata tests deselected: {FULL_DATA_DIR} not found")
+
+
+@pytest.fixture(scope="session")
+def full_data_dir() -> Path:
+    return FULL_DATA_DIR

@@ -1,0 +1,146 @@
+"""`cxlnet finetune` end to end on the shipped ChnSentiCorp sample, through the real CLI."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cxlnet.classify.data import read_tsv
+from cxlnet.errors import CxlnetError
+from cxlnet.paths import sample_dir
+from cxlnet.sweep import aggregate
+
+SAMPLE_DEV = sample_dir() / "chnsenticorp" / "dev.tsv"
+
+
+def cxlnet(*args: str, cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "", **(env or {})}
+    full_env.pop("HYDRA_FULL_ERROR")
+    proc = subprocess.run([sys.executable, "-m", "cxlnet", *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"cxlnet {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory) -> dict:
+    """A 120-row dev file and the overrides of a seconds-long tiny run."""
+    root = tmp_path_factory.mktemp("cli")
+    dev = root / "dev.tsv"
+    dev.write_text("".join(SAMPLE_DEV.read_text(encoding="utf-8").splitlines(keepends=True)[:121]), encoding="utf-8")
+    overrides = [
+        "experiment=demo", "task.max_train_examples=64", "task.max_seq_length=32", "task.batch_size=16",
+        "task.epochs=1", f"task.dev_file={dev}", f"paths.output_dir={root / 'runs'}",
+        "trainer.enable_progress_bar=false",
+    ]
+    return {"root": root, "dev": dev, "overrides": overrides}
+
+
+def test_seed_sweep_writes_metrics_and_summary(small):
+    sweep = small["root"] / "sweep"
+    proc = cxlnet("finetune", *small["overrides"], f"hydra.sweep.dir={sweep}", "-m", "seed=range(2)", cwd=small["root"])
+    runs = sorted(sweep.glob("*/metrics.json"))
+    assert [p.parent.name for p in runs] == ["seed=0", "seed=1"]
+    records = [json.loads(p.read_text()) for p in runs]
+    assert [r["seed"] for r in records] == [0, 1]
+    summary = json.loads((sweep / "summary.json").read_text())
+    accs = [r["metrics"]["dev/acc"] for r in records]
+    stats = summary["metrics"]["dev/acc"]
+    assert stats["values"] == {"seed=0": accs[0], "seed=1": accs[1]}
+    assert stats["max"] == max(accs) and stats["mean"] == pytest.approx(sum(accs) / 2, abs=1e-4)
+    assert stats["formatted"] == f"{max(accs):.1f} ({sum(accs) / 2:.1f})"
+    assert summary["failed"] == [] and summary["seeds"] == [0, 1]
+    assert "max (mean)" in proc.stdout
+    assert (sweep / "seed=0" / "model" / "config.json").is_file()
+    assert (sweep / "seed=0" / "config.yaml").is_file()
+
+
+def test_same_seed_gives_same_metrics(small):
+    first, second = (small["root"] / f"det{i}" for i in range(2))
+    for run in (first, second):
+        cxlnet("finetune", *small["overrides"], "seed=3", f"hydra.run.dir={run}", cwd=small["root"])
+    a, b = (json.loads((run / "metrics.json").read_text())["metrics"] for run in (first, second))
+    assert a == b
+
+
+def test_aggregate_recovers_a_sweep_with_a_failed_seed(small, tmp_path):
+    sweep = tmp_path / "sweep"
+    for seed in (0, 1):
+        run = sweep / f"seed={seed}"
+        (run / ".hydra").mkdir(parents=True)
+        (run / "metrics.json").write_text(json.dumps(
+            {"task": "chnsenticorp", "model": "tiny", "seed": seed, "metrics": {"dev/acc": 90.0 + seed}}))
+    (sweep / "seed=2" / ".hydra").mkdir(parents=True)  # started, crashed before metrics.json
+    proc = cxlnet("aggregate", str(sweep), cwd=tmp_path)
+    summary = json.loads((sweep / "summary.json").read_text())
+    assert summary["failed"] == ["seed=2"]
+    assert summary["metrics"]["dev/acc"]["formatted"] == "91.0 (90.5)"
+    assert "seed=2" in proc.stdout and "91.0 (90.5)" in proc.stdout
+
+
+def test_finished_run_is_never_overwritten(small):
+    run = small["root"] / "finished"
+    run.mkdir()
+    (run / "metrics.json").write_text('{"metrics": {"dev/acc": 99.0}}')
+    proc = cxlnet("finetune", *small["overrides"], f"hydra.run.dir={run}", cwd=small["root"], check=False)
+    assert proc.returncode != 0
+    assert "already finished" in proc.stderr and "Traceback" not in proc.stderr
+    assert (run / "metrics.json").read_text() == '{"metrics": {"dev/acc": 99.0}}'
+    assert not (run / ".hydra").exists()
+
+
+def one_line_error(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.strip() and "[INFO]" not in line]
+    return "\n".join(errors)
+
+
+@pytest.mark.parametrize("case", ["no_tab", "bad_label", "missing_file", "missing_spiece", "bad_pretrained", "bad_group"])
+def test_bad_input_gets_one_clear_line(small, tmp_path, case):
+    bad = tmp_path / "train.tsv"
+    overrides = {
+        "no_tab": [f"task.train_file={bad}"],
+        "bad_label": [f"task.train_file={bad}"],
+        "missing_file": [f"task.train_file={tmp_path / 'nope.tsv'}"],
+        "missing_spiece": [f"model.spiece_model={tmp_path / 'nope.model'}"],
+        "bad_pretrained": [f"model.pretrained={tmp_path / 'no-weights'}"],
+        "bad_group": ["model=huge"],
+    }[case]
+    bad.write_text("label\ttext_a\n1\tgood\n" + ("0 no tab here\n" if case == "no_tab" else "2\tbad label\n"))
+    proc = cxlnet("finetune", *small["overrides"], *overrides, f"hydra.run.dir={tmp_path / 'run'}",
+                  cwd=tmp_path, check=False)
+    message = one_line_error(proc)
+    expected = {
+        "no_tab": f"{bad}:3: no tab", "bad_label": f"{bad}:3: label '2'", "missing_file": "nope.tsv: ",
+        "missing_spiece": "nope.model: ", "bad_pretrained": "no-weights: no such file",
+        "bad_group": "Could not find 'model/huge'",
+    }[case]
+    assert expected in message, message
+
+
+def test_read_tsv_keeps_quotes_and_skips_header(tmp_path):
+    path = tmp_path / "x.tsv"
+    path.write_text('label\ttext_a\n1\t他说"好"\t还有tab\n\n0\t 差 \n', encoding="utf-8")
+    examples = read_tsv(path)
+    assert [(e.line, e.label, e.text) for e in examples] == [(2, 1, '他说"好"\t还有tab'), (4, 0, " 差 ")]
+    path.write_text("label\ttext_a\n", encoding="utf-8")
+    with pytest.raises(CxlnetError, match="no examples"):
+        read_tsv(path)
+
+
+def test_cli_help_lists_commands_and_groups(tmp_path):
+    top = cxlnet("--help", cwd=tmp_path)
+    assert "finetune" in top.stdout and "aggregate" in top.stdout
+    groups = cxlnet("finetune", "--help", cwd=tmp_path)
+    for group in ("model:", "task:", "hardware:", "optimizer:", "logger:", "sweep:", "experiment:"):
+        assert group in groups.stdout
+    job = cxlnet("finetune", "model=mid", "hardware=gpu", "task=chnsenticorp", "--cfg", "job", cwd=tmp_path)
+    for text in ("batch_size: 48", "max_seq_length: 256", "lr: 2.0e-05", "epochs: 3", "n_layer" if False else "size: mid"):
+        assert text in job.stdout
