@@ -1,0 +1,171 @@
+"""Loading and saving weights: HF directories (safetensors / .bin), errors, TF checkpoints."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from cxlnet.errors import CxlnetError
+from cxlnet.model import XLNet, XLNetConfig, XLNetForQuestionAnswering, XLNetForSequenceClassification, XLNetLMHeadModel
+from cxlnet.model.weights import to_hf_state_dict
+
+V = 50
+
+
+def tiny(**overrides) -> XLNetConfig:
+    return XLNetConfig.named("tiny", vocab_size=V, **overrides)
+
+
+@pytest.fixture
+def lm_dir(tmp_path):
+    torch.manual_seed(0)
+    model = XLNetLMHeadModel(tiny()).eval()
+    model.save_pretrained(tmp_path / "lm")
+    return model, tmp_path / "lm"
+
+
+def same_output(a, b, ids=torch.arange(12).view(2, 6)) -> bool:
+    with torch.no_grad():
+        return torch.equal(a.eval()(ids).last_hidden_state, b.eval()(ids).last_hidden_state)
+
+
+def rewrite(directory, edit) -> None:
+    sd = load_file(directory / "model.safetensors")
+    edit(sd)
+    save_file(sd, directory / "model.safetensors")
+
+
+def test_round_trip_and_prefix_free_keys(lm_dir):
+    model, d = lm_dir
+    assert sorted(p.name for p in d.iterdir()) == ["config.json", "model.safetensors"]
+    again = XLNetLMHeadModel.from_pretrained(d)
+    assert same_output(model, again)
+    # keys without the `transformer.` prefix and an explicit (tied) lm_loss.weight are accepted
+    def strip_prefix(sd):
+        sd["lm_loss.weight"] = sd["transformer.word_embedding.weight"].clone()
+        sd.update({k.removeprefix("transformer."): sd.pop(k) for k in list(sd)})
+
+    rewrite(d, strip_prefix)
+    assert same_output(model, XLNetLMHeadModel.from_pretrained(d))
+    assert same_output(model.transformer, XLNet.from_pretrained(d))  # body from an LM checkpoint
+
+
+def test_bin_is_loaded_with_weights_only(lm_dir, tmp_path):
+    model, d = lm_dir
+    (d / "model.safetensors").rename(tmp_path / "moved")
+    torch.save(to_hf_state_dict(model), d / "pytorch_model.bin")
+    assert same_output(model, XLNetLMHeadModel.from_pretrained(d))
+    torch.save({"x": logging.getLogger("x")}, d / "pytorch_model.bin")  # arbitrary pickle: refused
+    with pytest.raises(CxlnetError, match="weights_only"):
+        XLNetLMHeadModel.from_pretrained(d)
+
+
+def test_head_from_lm_checkpoint_starts_random(lm_dir, caplog):
+    model, d = lm_dir
+    with caplog.at_level(logging.INFO, logger="cxlnet.model.weights"):
+        cls = XLNetForSequenceClassification.from_pretrained(d, num_labels=3, dropout=0.0)
+        qa = XLNetForQuestionAnswering.from_pretrained(d)
+    assert cls.config.dropout == 0.0 and cls.logits_proj.out_features == 3
+    assert torch.equal(qa.transformer.word_embedding.weight, model.transformer.word_embedding.weight)
+    assert "logits_proj" in caplog.text and "start_logits" in caplog.text
+    cls.save_pretrained(d.parent / "cls")
+    assert XLNetForSequenceClassification.from_pretrained(d.parent / "cls").num_labels == 3
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda sd: sd.pop("transformer.layer.1.ff.layer_2.bias"), "missing key 'layer.1.ff.layer_2.bias'"),
+    (lambda sd: sd.update({"transformer.layer.0.rel_attn.extra": torch.zeros(1)}), "unexpected key 'layer.0.rel_attn.extra'"),
+    (lambda sd: sd.update({"decoder.weight": torch.zeros(1)}), "unexpected key 'decoder.weight'"),
+    (lambda sd: sd.update({"lm_loss.bias": torch.zeros(V + 1)}), "key 'lm_loss.bias' has shape"),
+    (lambda sd: sd.update({"transformer.layer.0.rel_attn.q": torch.zeros(64, 4, 8)}), "key 'layer.0.rel_attn.q' has shape"),
+])
+def test_bad_checkpoints_fail_with_one_line(lm_dir, edit, words):
+    _, d = lm_dir
+    rewrite(d, edit)
+    with pytest.raises(CxlnetError, match=words) as err:
+        XLNetLMHeadModel.from_pretrained(d)
+    assert "\n" not in str(err.value) and str(d) in str(err.value)
+
+
+def test_missing_paths(tmp_path):
+    with pytest.raises(CxlnetError, match="no such file") as err:
+        XLNet.from_pretrained(tmp_path / "nope")
+    assert str(tmp_path / "nope") in str(err.value)
+    (tmp_path / "config.json").write_text(tiny().to_json_string())
+    with pytest.raises(CxlnetError, match="no model.safetensors or pytorch_model.bin"):
+        XLNet.from_pretrained(tmp_path)
+
+
+def test_untie_r_false_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = XLNet(tiny(untie_r=False))
+    assert model.r_w_bias.shape == (1, 4, 16)
+    model.save_pretrained(tmp_path)
+    assert same_output(model, XLNet.from_pretrained(tmp_path))
+    rewrite(tmp_path, lambda sd: sd["layer.1.rel_attn.r_w_bias"].add_(1.0))
+    with pytest.raises(CxlnetError, match="untie_r is false"):
+        XLNet.from_pretrained(tmp_path)
+
+
+def test_tf_checkpoint_needs_tensorflow(tmp_path):
+    try:
+        import tensorflow  # noqa: F401
+        pytest.skip("tensorflow is installed")
+    except ImportError:
+        pass
+    (tmp_path / "xlnet_config.json").write_text('{"n_layer": 2}')
+    (tmp_path / "xlnet_model.ckpt.index").write_bytes(b"")
+    with pytest.raises(CxlnetError, match=r"pip install cxlnet\[tf\]"):
+        XLNet.from_pretrained(tmp_path)
+
+
+# ----------------------------------------------------------------------------- TF checkpoints
+def hf_to_tf(sd: dict[str, torch.Tensor], cfg: XLNetConfig, task: str = "csc") -> dict:
+    """Inverse of spec §8.2/§8.3 for building a test checkpoint (untie_r=True)."""
+    out, T = {}, "model/transformer/"
+    stack = lambda n: torch.stack([sd[f"transformer.layer.{i}.rel_attn.{n}"] for i in range(cfg.n_layer)])  # noqa: E731
+    for n in ("r_w_bias", "r_r_bias", "r_s_bias", "seg_embed"):
+        out[T + n] = stack(n)
+    out[T + "word_embedding/lookup_table"] = sd["transformer.word_embedding.weight"]
+    out[T + "mask_emb/mask_emb"] = sd["transformer.mask_emb"]
+    for i in range(cfg.n_layer):
+        p, q = f"transformer.layer.{i}.", f"{T}layer_{i}/"
+        for n in "qkvor":
+            out[f"{q}rel_attn/{n}/kernel"] = sd[f"{p}rel_attn.{n}"]
+        for scope, hf in (("rel_attn", "rel_attn.layer_norm"), ("ff", "ff.layer_norm")):
+            out[f"{q}{scope}/LayerNorm/gamma"], out[f"{q}{scope}/LayerNorm/beta"] = sd[p + hf + ".weight"], sd[p + hf + ".bias"]
+        for n in ("layer_1", "layer_2"):
+            out[f"{q}ff/{n}/kernel"], out[f"{q}ff/{n}/bias"] = sd[f"{p}ff.{n}.weight"].t(), sd[f"{p}ff.{n}.bias"]
+    out["model/sequnece_summary/summary/kernel"] = sd["sequence_summary.summary.weight"].t()
+    out["model/sequnece_summary/summary/bias"] = sd["sequence_summary.summary.bias"]
+    out[f"model/classification_{task}/logit/kernel"] = sd["logits_proj.weight"].t()
+    out[f"model/classification_{task}/logit/bias"] = sd["logits_proj.bias"]
+    out["global_step"] = torch.tensor(7)
+    out[T + "word_embedding/lookup_table/adam_m"] = torch.zeros(V, cfg.d_model)
+    return {k: v.contiguous().numpy() for k, v in out.items()}
+
+
+@pytest.mark.slow
+def test_tf_checkpoint_loads(tmp_path):
+    tf = pytest.importorskip("tensorflow")
+    import json
+
+    torch.manual_seed(0)
+    cfg = tiny()
+    model = XLNetForSequenceClassification(cfg, num_labels=2).eval()
+    arrays = hf_to_tf(to_hf_state_dict(model), cfg)
+    with tf.Graph().as_default():
+        variables = [tf.compat.v1.get_variable(name, initializer=a) for name, a in arrays.items()]
+        saver = tf.compat.v1.train.Saver(variables)
+        with tf.compat.v1.Session() as sess:
+            sess.run(tf.compat.v1.global_variables_initializer())
+            saver.save(sess, str(tmp_path / "xlnet_model.ckpt"), write_meta_graph=False)
+    (tmp_path / "xlnet_config.json").write_text(json.dumps(
+        {"d_head": 16, "d_inner": 128, "d_model": 64, "ff_activation": "relu", "n_head": 4, "n_layer": 2,
+         "n_token": V, "untie_r": True}))
+    loaded = XLNetForSequenceClassification.from_pretrained(tmp_path)
+    ids = torch.arange(12).view(2, 6)
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, loaded.eval()(ids).logits)
