@@ -20,6 +20,7 @@ COMMANDS = {
     "finetune": ("cxlnet.finetune:main", "fine-tune on chnsenticorp | cmrc2018 | drcd (Hydra overrides, -m sweeps)"),
     "aggregate": ("cxlnet.sweep:main", "rebuild a sweep's summary.json (max (mean)) from its runs' metrics.json"),
     "download": ("cxlnet.download:main", "download and verify data sets and hfl files into the cache"),
+    "table": ("cxlnet.table:main", "run | render the experiments/ tables (published vs cxlnet, max (mean))"),
 }
 HYDRA_APPS = {"finetune"}
 ENV_COMMAND = "CXLNET_COMMAND"
