@@ -144,3 +144,12 @@ def test_cli_help_lists_commands_and_groups(tmp_path):
     job = cxlnet("finetune", "model=mid", "hardware=gpu", "task=chnsenticorp", "--cfg", "job", cwd=tmp_path)
     for text in ("batch_size: 48", "max_seq_length: 256", "lr: 2.0e-05", "epochs: 3", "n_layer" if False else "size: mid"):
         assert text in job.stdout
+
+
+def test_wandb_offline_needs_no_network(small, tmp_path):
+    run = tmp_path / "wandb-run"
+    # A dead local address: any attempt to reach W&B's servers would fail the run.
+    cxlnet("finetune", *small["overrides"], "logger=wandb", "seed=5", f"hydra.run.dir={run}", cwd=tmp_path,
+           env={"WANDB_MODE": "offline", "WANDB_BASE_URL": "http://127.0.0.1:9", "WANDB_API_KEY": ""})
+    offline = list((run / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(offline) == 1 and (run / "metrics.json").is_file()

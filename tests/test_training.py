@@ -52,3 +52,16 @@ def test_build_optimizer_lr_mode_scales_learning_rates():
     assert lrs == pytest.approx([0.25e-3, 0.5e-3, 1e-3])
     assert isinstance(built["optimizer"], torch.optim.AdamW)
     assert built["optimizer"].param_groups[0]["lr"] == 0.0  # step 0 trains with lr 0
+
+
+def test_wandb_runs_of_a_sweep_share_a_group(tmp_path, monkeypatch):
+    from cxlnet.training import build_loggers
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    cfg = OmegaConf.create({"run_name": "cmrc2018-mid-seed3", "logger": {
+        "kind": "wandb", "project": "cxlnet", "entity": None, "group": None, "tags": []}})
+    csv_logger, wandb_logger = build_loggers(cfg, tmp_path, group="sweep_2026-01-01")
+    assert wandb_logger._wandb_init["group"] == "sweep_2026-01-01"
+    assert wandb_logger._wandb_init["name"] == "cmrc2018-mid-seed3"
+    _, single = build_loggers(cfg, tmp_path, group=None)
+    assert single._wandb_init["group"] == "cmrc2018-mid-seed3"
