@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from cxlnet.errors import CxlnetError
+from cxlnet.paths import sample_dir
 from cxlnet.model import (
     XLNet,
     XLNetConfig,
@@ -16,7 +17,7 @@ from cxlnet.model import (
 )
 
 V = 50
-HFL_CONFIG = Path(__file__).resolve().parents[2] / "shared" / "data" / "pretrained" / "hfl-chinese-xlnet-base" / "config.json"
+HFL_CONFIG = sample_dir() / "pretrained" / "hfl-chinese-xlnet-base" / "config.json"  # hfl's file, as shipped
 
 
 def tiny(**overrides) -> XLNetConfig:

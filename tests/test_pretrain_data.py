@@ -19,17 +19,14 @@ from cxlnet.pretrain.examples import (
     sample_mask,
     split_a_and_b,
 )
+from cxlnet.paths import sample_dir
 from cxlnet.text import CLS_ID, EOD_ID, SEP_ID, Tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
-# Real corpus text (one sentence per line, blank line between documents) and hfl's vocabulary.
-# Point these at the shipped sample; fall back to the full data set where the sample is absent.
-CORPUS_SAMPLE = REPO / "cxlnet" / "sample" / "corpus" / "zh-hans.txt"
-if not CORPUS_SAMPLE.is_file():
-    CORPUS_SAMPLE = REPO.parent / "shared" / "data" / "corpus" / "cmrc2018_train_trial_contexts.zh-hans.txt"
-SPIECE = REPO / "cxlnet" / "sample" / "pretrained" / "hfl-chinese-xlnet-base" / "spiece.model"
-if not SPIECE.is_file():
-    SPIECE = REPO.parent / "shared" / "data" / "pretrained" / "hfl-chinese-xlnet-base" / "spiece.model"
+# Real corpus text (one sentence per line, blank line between documents) and hfl's vocabulary,
+# both from the sample shipped inside the package.
+CORPUS_SAMPLE = sample_dir() / "corpus" / "zh-hans.txt"
+SPIECE = sample_dir() / "pretrained" / "hfl-chinese-xlnet-base" / "spiece.model"
 
 SMALL = dict(bsz=4, seq_len=64, reuse_len=32, perm_size=16, num_predict=12)
 
