@@ -18,21 +18,24 @@ from cxlnet.training import build_trainer, ensure_unfinished, write_metrics
 
 log = logging.getLogger(__name__)
 
-# task.kind -> package with `build(cfg, tokenizer, model_loader, resolve) -> (module, datamodule)`
-TASK_KINDS = {"classification": "cxlnet.classify", "span": "cxlnet.span"}
+# task.kind -> module with `build(cfg, tokenizer, model_loader, files) -> (module, datamodule)`
+TASK_KINDS = {"classification": "cxlnet.classify", "span": "cxlnet.span.task"}
 
 
-def build_task(cfg: DictConfig, out_dir):
+def task_files(cfg: DictConfig, train: bool) -> dict:
+    """The task's data files by split, resolved through `paths.data_dir` (train only when training)."""
+    names = {"train": cfg.task.train_file if train else None, "dev": cfg.task.dev_file, "test": cfg.task.test_file}
+    return {split: resolve_data_file(cfg.paths.data_dir, name) for split, name in names.items() if name}
+
+
+def build_task(cfg: DictConfig, out_dir, train: bool = True):
     """Tokenizer, LightningModule and DataModule for `cfg.task`."""
     if cfg.task.kind not in TASK_KINDS:
         raise CxlnetError(f"task.kind={cfg.task.kind!r}: expected one of {', '.join(TASK_KINDS)}")
 
-    def resolve(relative):
-        return resolve_data_file(cfg.paths.data_dir, relative)
-
-    tokenizer = Tokenizer(resolve(cfg.model.spiece_model))
+    tokenizer = Tokenizer(resolve_data_file(cfg.paths.data_dir, cfg.model.spiece_model))
     package = importlib.import_module(TASK_KINDS[cfg.task.kind])
-    module, data = package.build(cfg, tokenizer, model_loader(cfg, tokenizer.vocab_size), resolve)
+    module, data = package.build(cfg, tokenizer, model_loader(cfg, tokenizer.vocab_size), task_files(cfg, train))
     module.output_dir = out_dir
     return tokenizer, module, data
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -23,7 +24,8 @@ class CommandError(CompactHydraException):
 def hydra_job(func):
     """Wrap a Hydra task function so user errors become one line and a non-zero exit.
 
-    In a sweep the failed job raises too: Hydra runs the remaining seeds first, then reports it.
+    A single run exits at once with status 2. In a sweep the failed job raises instead, so Hydra
+    runs the remaining seeds first and then reports the error (and exits with status 1).
     """
 
     @functools.wraps(func)
@@ -31,8 +33,11 @@ def hydra_job(func):
         try:
             return func(cfg)
         except CxlnetError as err:
-            log.error("%s", err)
-            raise CommandError(str(err)) from None
+            if sweep_dir() is not None:
+                log.error("%s", err)
+                raise CommandError(str(err)) from None
+            print(f"cxlnet {cfg.command}: error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
 
     return wrapper
 
@@ -62,12 +67,26 @@ def show_config(cfg: DictConfig, out_dir: Path) -> None:
 
 
 def resolve_pretrained(path_setting: str) -> Path:
-    """Turn `model.pretrained` into a weights directory: a cxlnet run dir points at its `model/`."""
+    """Turn `model.pretrained` into a weights directory.
+
+    * a cxlnet run dir (finetune or `cxlnet train`) -> its exported `model/`;
+    * a `cxlnet train` run dir without `model/` yet (still running, or killed) -> its
+      `checkpoints/last.ckpt`, exported as below;
+    * a `cxlnet train` `.ckpt` -> exported once to Hugging Face format in the download cache
+      (`<cache>/exported/<run>-<ckpt>-<hash of path, size, mtime>`), reused while the file is unchanged;
+    * anything else (HF dir, hfl TF checkpoint dir or prefix) as is.
+    """
     path = Path(path_setting).expanduser()
     if not path.exists():
         raise CxlnetError(f"model.pretrained={path_setting}: no such file or directory")
     if path.is_dir() and (path / "model" / "config.json").is_file():
         return path / "model"
+    if path.is_dir() and (path / "checkpoints" / "last.ckpt").is_file() and not (path / "config.json").is_file():
+        path = path / "checkpoints" / "last.ckpt"
+    if path.is_file() and path.suffix == ".ckpt":
+        from cxlnet.pretrain.commands import exported_checkpoint
+
+        return exported_checkpoint(path)
     return path
 
 

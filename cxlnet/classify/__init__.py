@@ -2,16 +2,13 @@
 from __future__ import annotations
 
 
-def build(cfg, tokenizer, model_loader, resolve):
+def build(cfg, tokenizer, model_loader, files):
     """The (LightningModule, LightningDataModule) pair for `task.kind: classification`."""
     from cxlnet.classify.data import ClassificationData
     from cxlnet.classify.module import ClassificationModule
     from cxlnet.model import XLNetForSequenceClassification
 
     task = cfg.task
-    files = {"train": resolve(task.train_file), "dev": resolve(task.dev_file)}
-    if task.test_file:
-        files["test"] = resolve(task.test_file)
     data = ClassificationData(files, tokenizer, task, cfg.hardware.num_workers, cfg.seed)
     model = model_loader(XLNetForSequenceClassification, num_labels=task.num_labels)
     return ClassificationModule(model, cfg.optimizer), data
