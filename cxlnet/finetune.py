@@ -66,6 +66,8 @@ def finetune(cfg: DictConfig) -> dict[str, float]:
     for logger in trainer.loggers:
         logger.log_metrics(metrics, step=trainer.global_step)
         logger.finalize("success")
+    if not trainer.is_global_zero:  # DDP workers re-run this script; only rank 0 writes results
+        return metrics
     module.model.save_pretrained(out_dir / "model")
     path = write_metrics(out_dir, cfg, metrics, started)
     log.info("%s -> %s", ", ".join(f"{k} {v:.2f}" for k, v in sorted(metrics.items())), path)
