@@ -35,5 +35,10 @@ bench: install  ## cxlnet vs transformers, side by side (CPU always, GPU when pr
 reproduce-table: install  ## rerun every row of experiments/ and regenerate the result tables
 	$(BIN)/cxlnet table run experiments/
 
+pretrain-demo: install  ## pre-train a tiny XLNet on the shipped corpus sample: vocab + data + train (CPU, a few minutes)
+	$(BIN)/cxlnet vocab vocab.vocab_size=8000
+	$(BIN)/cxlnet data
+	$(BIN)/cxlnet train experiment=pretrain_demo
+
 clean:  ## remove build outputs (keeps runs/)
 	rm -rf $(VENV) .pytest_cache build dist *.egg-info

@@ -18,11 +18,17 @@ from cxlnet.errors import CxlnetError
 # name -> (module:function, one-line help). Hydra apps take overrides; the others take argv.
 COMMANDS = {
     "finetune": ("cxlnet.finetune:main", "fine-tune on chnsenticorp | cmrc2018 | drcd (Hydra overrides, -m sweeps)"),
+    "eval": ("cxlnet.evaluate:eval_main", "score a fine-tuned model on dev / task.test_file (metrics.json)"),
+    "predict": ("cxlnet.evaluate:predict_main", "answer questions / label texts with a fine-tuned model"),
     "aggregate": ("cxlnet.sweep:main", "rebuild a sweep's summary.json (max (mean)) from its runs' metrics.json"),
     "download": ("cxlnet.download:main", "download and verify data sets and hfl files into the cache"),
     "table": ("cxlnet.table:main", "run | render the experiments/ tables (published vs cxlnet, max (mean))"),
+    "vocab": ("cxlnet.pretrain.commands:vocab_main", "train a SentencePiece vocabulary with Chinese-XLNet's settings"),
+    "data": ("cxlnet.pretrain.commands:data_main", "encode a pre-training corpus into a sharded token store"),
+    "train": ("cxlnet.pretrain.commands:train_main", "pre-train XLNet (permutation LM with memory; resumes)"),
+    "export": ("cxlnet.pretrain.commands:export_main", "CKPT_OR_RUN_DIR OUT_DIR: checkpoint -> Hugging Face format"),
 }
-HYDRA_APPS = {"finetune"}
+HYDRA_APPS = {"finetune", "eval", "predict", "vocab", "data", "train"}
 ENV_COMMAND = "CXLNET_COMMAND"
 
 
@@ -51,6 +57,18 @@ def _refuse_finished_run_dir(overrides: list[str]) -> None:
                 raise CxlnetError(f"{metrics}: this run already finished; choose another hydra.run.dir or remove it")
 
 
+# Free text on the command line (questions, passages, reviews) is quoted for Hydra's override
+# grammar, which rejects unquoted full-width punctuation such as `？` and `，`.
+FREE_TEXT_KEYS = ("predict.question=", "predict.context=", "predict.text=")
+
+
+def quote_free_text(arg: str) -> str:
+    key, eq, value = arg.partition("=")
+    if not arg.startswith(FREE_TEXT_KEYS) or value[:1] in ("'", '"'):
+        return arg
+    return f"{key}{eq}'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in COMMANDS:
@@ -66,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             os.environ[ENV_COMMAND] = command
             # Hydra's argparse cannot take overrides after -m: `finetune task=x -m 'seed=range(3)'`.
             flags = [a for a in argv if a in ("-m", "--multirun")]
-            argv = flags + [a for a in argv if a not in flags]
+            argv = flags + [quote_free_text(a) for a in argv if a not in flags]
             sys.argv = [sys.argv[0], *argv]  # argv[0] stays: DDP workers re-execute it
             _load(COMMANDS[command][0])()
             return 0

@@ -1,0 +1,267 @@
+"""The pre-training LightningModule: XLNet's two-stream permutation LM with Transformer-XL memory.
+
+Loss (spec §3.9): cross entropy of the query stream's predictions at the `num_predict` target slots,
+`Σ(ce · target_mask) / Σ target_mask` per micro-batch (= per TPU core in XLNet); with gradient
+accumulation Lightning averages the micro-batch losses, as XLNet averages the cores' gradients.
+
+Memory (§2.9, §3.8): one memory per **row slice**. The stream batch of `data.bsz` rows is built
+with `num_core = devices × accumulation` (XLNet's per-core row layout: every slice holds its own
+forward and backward halves for bi_data); device r, micro-batch j trains on slice r·A + j. Row i
+of step s+1 continues the text of row i of step s, so each slice's memory is carried to the same
+slice of the next step: zeros at the start (attended, not masked), detached, never reset except
+by a resume (where it is restored from the checkpoint).
+
+Data position: optimizer step k trains on stream batch k (all its slices), so a run resumed at
+global step k starts the stream at k (in micro-batches: k × accumulation, the formula of the
+issue). RNG states (torch, CUDA, numpy, python) and the memories are saved in every checkpoint
+and restored right before the first resumed step, so a resumed run continues the loss curve of
+the uninterrupted one exactly (on CPU).
+"""
+from __future__ import annotations
+
+import logging
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+
+from cxlnet.pretrain.examples import PretrainStream
+from cxlnet.training import TrainModule
+
+log = logging.getLogger(__name__)
+
+STATE_KEY = "cxlnet_pretrain"
+
+
+def stream_kwargs(data_cfg: DictConfig, num_core: int, seed: int) -> dict:
+    """PretrainStream arguments from the `data` config group."""
+    return dict(
+        num_task=int(data_cfg.num_task), task=int(data_cfg.task),
+        shards=None if data_cfg.shards is None else [int(s) for s in data_cfg.shards],
+        bsz=int(data_cfg.bsz), seq_len=int(data_cfg.seq_len), reuse_len=int(data_cfg.reuse_len),
+        bi_data=bool(data_cfg.bi_data), num_core=int(num_core), mask_alpha=int(data_cfg.mask_alpha),
+        mask_beta=int(data_cfg.mask_beta), max_gram=int(data_cfg.max_gram),
+        num_predict=int(data_cfg.num_predict), perm_size=int(data_cfg.perm_size), seed=int(seed),
+        include_input_q=False,
+    )
+
+
+class SlicedStreamDataset(torch.utils.data.IterableDataset):
+    """Micro-batches `(step, slice)` for step = start_step, start_step+1, ... and the given slices of
+    each stream batch, in that order. Use with `DataLoader(ds, batch_size=None)`.
+
+    With W workers, worker w yields the items w, w+W, ... of that sequence (the DataLoader reads
+    workers round-robin, so the order is unchanged); a worker builds each stream batch it needs once.
+    """
+
+    def __init__(self, store: str | Path, slices: list[int], start_step: int = 0, stop_step: int | None = None,
+                 **kwargs):
+        super().__init__()
+        self.store, self.slices, self.kwargs = str(store), list(slices), kwargs
+        self.start_step, self.stop_step = int(start_step), stop_step
+        self.num_slices = int(kwargs["num_core"])
+        self.rows = int(kwargs["bsz"]) // self.num_slices
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        w, W = (0, 1) if info is None else (info.id, info.num_workers)
+        stream = PretrainStream(self.store, **self.kwargs)
+        A = len(self.slices)
+        cached_step, batch = None, None
+        i = w
+        while True:
+            step = self.start_step + i // A
+            if self.stop_step is not None and step >= self.stop_step:
+                return
+            if step != cached_step:
+                try:
+                    p, s = stream.locate(step)
+                except IndexError:
+                    return
+                batch, cached_step = stream.make_batch(p, s), step
+            j = self.slices[i % A]
+            lo = j * self.rows
+            item = {k: v[lo: lo + self.rows] for k, v in batch.items()}
+            item["slice"] = j
+            item["step"] = step
+            yield item
+            i += W
+
+
+class PretrainModule(TrainModule):
+    """`model`: an `XLNetLMHeadModel` whose config has mem_len / reuse_len / bi_data of the run."""
+
+    def __init__(self, model, optimizer_cfg: DictConfig, data_cfg: DictConfig, seed: int = 0,
+                 loss_log: str | Path | None = None, stop_after: int | None = None):
+        super().__init__(model, optimizer_cfg)
+        self.data_cfg = data_cfg
+        self.seed = int(seed)
+        self.loss_log = Path(loss_log) if loss_log else None
+        self.stop_after = None if stop_after is None else int(stop_after)
+        self.mems: dict[int, list[torch.Tensor]] = {}   # slice -> per-layer memory [rows, mem_len, d]
+        self.data_start = 0                              # stream step of the first batch to read
+        self._pending_rng: dict | None = None
+        self._step_loss = 0.0
+        self._step_started: float | None = None
+        self.losses: dict[int, float] = {}                # optimizer step -> mean micro-batch loss
+
+    # ---------------------------------------------------------------- layout
+    @property
+    def accumulation(self) -> int:
+        return int(self.trainer.accumulate_grad_batches) if self._trainer is not None else 1
+
+    @property
+    def world(self) -> tuple[int, int]:
+        return (int(self.trainer.global_rank), int(self.trainer.world_size)) if self._trainer is not None else (0, 1)
+
+    def num_slices(self) -> int:
+        return self.accumulation * self.world[1]
+
+    def my_slices(self) -> list[int]:
+        rank, _ = self.world
+        A = self.accumulation
+        return list(range(rank * A, (rank + 1) * A))
+
+    def train_dataloader(self):
+        kwargs = stream_kwargs(self.data_cfg, self.num_slices(), self.seed)
+        ds = SlicedStreamDataset(self.data_cfg.store, self.my_slices(), start_step=self.data_start, **kwargs)
+        workers = int(self.data_cfg.num_workers)
+        return torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers,
+                                           persistent_workers=False, pin_memory=False)
+
+    # ---------------------------------------------------------------- memory
+    def _zero_mems(self, rows: int, device, dtype) -> list[torch.Tensor]:
+        c = self.model.config
+        return [torch.zeros(rows, c.mem_len, c.d_model, device=device, dtype=dtype) for _ in range(c.n_layer)]
+
+    def _mems_for(self, j: int, rows: int, device) -> list[torch.Tensor] | None:
+        if not self.model.config.mem_len:
+            return None
+        mems = self.mems.get(j)
+        if mems is None:
+            mems = self._zero_mems(rows, device, self.model.transformer.word_embedding.weight.dtype)
+        return [m.to(device) for m in mems]
+
+    # ---------------------------------------------------------------- training
+    def training_step(self, batch, batch_idx):
+        if self._pending_rng is not None:
+            _set_rng_state(self._pending_rng)
+            self._pending_rng = None
+        j, step = int(batch["slice"]), int(batch["step"])
+        rows = batch["input_ids"].shape[0]
+        if self._step_started is None:
+            self._step_started = time.perf_counter()
+        out = self.model(batch["input_ids"], token_type_ids=batch["token_type_ids"],
+                         mems=self._mems_for(j, rows, batch["input_ids"].device),
+                         perm_mask=batch["perm_mask"], target_mapping=batch["target_mapping"])
+        if out.mems is not None:
+            self.mems[j] = out.mems  # detached by the model (§3.8)
+        loss = lm_loss(out.logits, batch["target"], batch["target_mask"])
+        A = self.accumulation
+        self._step_loss = self._step_loss + loss.detach().float() / A  # no host sync per micro-batch
+        if j == self.my_slices()[-1]:
+            self._finish_step(step, rows * A * self.world[1])
+        return loss
+
+    def _finish_step(self, step: int, samples: int) -> None:
+        loss_t = self._step_loss
+        if self.world[1] > 1:
+            loss_t = self.trainer.strategy.reduce(loss_t, reduce_op="mean")
+        loss = float(loss_t)  # one host sync per optimizer step (losses.tsv, the bar)
+        self._step_loss = 0.0
+        now = time.perf_counter()
+        dt = max(now - (self._step_started or now), 1e-9)
+        self._step_started = now
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+        self.losses[step] = loss
+        tokens = samples * int(self.data_cfg.seq_len)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, sync_dist=False)
+        self.log("train/lr", lr, prog_bar=True, on_step=True, on_epoch=False)
+        self.log("train/tokens_per_s", tokens / dt, prog_bar=True, on_step=True, on_epoch=False)
+        self.log("train/samples_per_s", samples / dt, prog_bar=False, on_step=True, on_epoch=False)
+        if self.stop_after is not None and step + 1 >= self.stop_after:
+            self.trainer.should_stop = True  # a planned stop: like a kill after checkpointing
+        if self.loss_log is not None and self.trainer.is_global_zero:
+            with self.loss_log.open("a", encoding="utf-8") as fh:
+                fh.write(f"{step}\t{loss:.8f}\t{lr:.8e}\n")
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        pass  # train/lr is logged once per optimizer step in _finish_step
+
+    def on_train_start(self) -> None:
+        # a resumed run drops the loss-log lines the checkpoint has not seen
+        if self.loss_log is not None and self.trainer.is_global_zero and self.loss_log.exists():
+            keep = [ln for ln in self.loss_log.read_text(encoding="utf-8").splitlines()
+                    if ln and int(ln.split("\t")[0]) < self.trainer.global_step]
+            self.loss_log.write_text("".join(f"{ln}\n" for ln in keep), encoding="utf-8")
+
+    # ---------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[STATE_KEY] = {
+            "data_step": int(self.trainer.global_step),   # next stream batch to train on
+            "num_slices": self.num_slices(),
+            "mems": {int(j): [m.detach().to("cpu") for m in mems] for j, mems in self.mems.items()},
+            "rng": _get_rng_state(),
+            "model_config": self.model.config.to_dict(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get(STATE_KEY)
+        if state is None:
+            return
+        if int(state["num_slices"]) != self.num_slices():
+            from cxlnet.errors import CxlnetError
+
+            raise CxlnetError(
+                f"the checkpoint was written with {state['num_slices']} row slices (devices x accumulate_grad_batches), "
+                f"this run has {self.num_slices()}: resume with the same layout so every memory meets its rows")
+        self.data_start = int(state["data_step"])
+        self.mems = {int(j): list(mems) for j, mems in state["mems"].items()}
+        self._pending_rng = state["rng"]
+        log.info("resuming at step %d (stream batch %d, %d memories)", checkpoint.get("global_step", -1),
+                 self.data_start, len(self.mems))
+
+    def on_train_epoch_start(self) -> None:
+        self._step_started = None
+
+
+def lm_loss(logits: torch.Tensor, target: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:
+    """Σ(ce · target_mask) / Σ target_mask over the [B, P] target slots (spec §3.9)."""
+    ce = F.cross_entropy(logits.float().flatten(0, 1), target.flatten(), reduction="none").view_as(target_mask)
+    mask = target_mask.to(ce.dtype)
+    return (ce * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def _get_rng_state() -> dict:
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
+        "python": _py_state_to_list(random.getstate()),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        try:
+            torch.cuda.set_rng_state_all(state["cuda"])
+        except (RuntimeError, IndexError):
+            log.warning("CUDA RNG state not restored (different device count)")
+
+
+def _py_state_to_list(state):
+    version, internal, gauss = state
+    return [version, list(internal), gauss]
