@@ -25,7 +25,9 @@ TASK_KINDS = {"classification": "cxlnet.classify", "span": "cxlnet.span.task"}
 def task_files(cfg: DictConfig, train: bool) -> dict:
     """The task's data files by split, resolved through `paths.data_dir` (train only when training)."""
     names = {"train": cfg.task.train_file if train else None, "dev": cfg.task.dev_file, "test": cfg.task.test_file}
-    return {split: resolve_data_file(cfg.paths.data_dir, name) for split, name in names.items() if name}
+    files = {split: resolve_data_file(cfg.paths.data_dir, name) for split, name in names.items() if name}
+    log.info("data: %s", ", ".join(f"{split} {path}" for split, path in files.items()))
+    return files
 
 
 def build_task(cfg: DictConfig, out_dir, train: bool = True):

@@ -19,8 +19,12 @@ SAMPLE_DEV = sample_dir() / "chnsenticorp" / "dev.tsv"
 
 
 def cxlnet(*args: str, cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "", **(env or {})}
-    full_env.pop("HYDRA_FULL_ERROR")
+    """Run the real CLI. The data comes from the shipped sample only: no $CXLNET_DATA_DIR and an
+    empty download cache, as on a fresh clone without any data directory beside it."""
+    empty_cache = Path(cwd) / "empty-cache"
+    full_env = {**os.environ, "WANDB_MODE": "disabled", "CXLNET_CACHE_DIR": str(empty_cache), **(env or {})}
+    for name in ("HYDRA_FULL_ERROR", "CXLNET_DATA_DIR"):
+        full_env.pop(name, None)
     proc = subprocess.run([sys.executable, "-m", "cxlnet", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=600)
     if check and proc.returncode != 0:
@@ -59,6 +63,16 @@ def test_seed_sweep_writes_metrics_and_summary(small):
     assert "max (mean)" in proc.stdout
     assert (sweep / "seed=0" / "model" / "config.json").is_file()
     assert (sweep / "seed=0" / "config.yaml").is_file()
+
+
+def test_runs_from_the_shipped_sample_alone(small):
+    run = small["root"] / "sample-only"
+    cxlnet("finetune", *small["overrides"][:5], f"paths.output_dir={small['root']}", f"hydra.run.dir={run}",
+           cwd=small["root"], env={"CXLNET_FULL_DATA_DIR": "/nonexistent"})
+    log = (run / "finetune.log").read_text()
+    assert f"train {sample_dir() / 'chnsenticorp' / 'train.tsv'}" in log
+    assert f"dev {SAMPLE_DEV}" in log
+    assert "shared" not in log.split("data: ", 1)[1].splitlines()[0]
 
 
 def test_same_seed_gives_same_metrics(small):
