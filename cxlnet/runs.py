@@ -74,9 +74,18 @@ def resolve_pretrained(path_setting: str) -> Path:
       `checkpoints/last.ckpt`, exported as below;
     * a `cxlnet train` `.ckpt` -> exported once to Hugging Face format in the download cache
       (`<cache>/exported/<run>-<ckpt>-<hash of path, size, mtime>`), reused while the file is unchanged;
+    * a hub-style name such as `hfl/chinese-xlnet-mid` -> `cxlnet download`'s copy in the cache;
     * anything else (HF dir, hfl TF checkpoint dir or prefix) as is.
     """
+    from cxlnet.paths import cache_dir
+
     path = Path(path_setting).expanduser()
+    hub_copy = cache_dir() / "pretrained" / str(path_setting).replace("/", "-")
+    if not path.exists() and str(path_setting).startswith("hfl/"):
+        if not hub_copy.is_dir():
+            raise CxlnetError(f"model.pretrained={path_setting}: not in {hub_copy.parent}; "
+                              f"`cxlnet download {hub_copy.name}` fetches it, or give a local path")
+        path = hub_copy
     if not path.exists():
         raise CxlnetError(f"model.pretrained={path_setting}: no such file or directory")
     if path.is_dir() and (path / "model" / "config.json").is_file():

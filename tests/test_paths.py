@@ -124,3 +124,13 @@ def test_download_cache_layout_is_what_paths_reads(tmp_path):
             for e in entry.members or (entry,):
                 put(tmp_path / "cache", e.dest)
                 assert paths.resolve_data_file("auto", e.dest) == tmp_path / "cache" / e.dest
+
+
+def test_hub_names_resolve_to_the_download_cache(tmp_path, monkeypatch):
+    from cxlnet.runs import resolve_pretrained
+
+    monkeypatch.setenv("CXLNET_CACHE_DIR", str(tmp_path))
+    with pytest.raises(CxlnetError, match="cxlnet download hfl-chinese-xlnet-mid"):
+        resolve_pretrained("hfl/chinese-xlnet-mid")
+    (tmp_path / "pretrained" / "hfl-chinese-xlnet-mid").mkdir(parents=True)
+    assert resolve_pretrained("hfl/chinese-xlnet-mid") == tmp_path / "pretrained" / "hfl-chinese-xlnet-mid"
