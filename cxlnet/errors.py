@@ -11,20 +11,21 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 
 class CxlnetError(Exception):
     """An error caused by the user's input or environment, reported as one line."""
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+def atomic_write_with(path: str | Path, write: Callable[[BinaryIO], Any]) -> Path:
+    """Call `write(fh)` on a temporary file beside `path`, fsync it, then rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -32,6 +33,10 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    return atomic_write_with(path, lambda fh: fh.write(data))
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

@@ -27,7 +27,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from cxlnet.errors import CxlnetError, atomic_write_json
+from cxlnet.errors import CxlnetError, atomic_write_json, atomic_write_with
 from cxlnet.paths import resolve_data_file
 from cxlnet.runs import hydra_job, resolve_pretrained, run_dir, show_config
 
@@ -98,17 +98,7 @@ def _atomic_checkpoint_io():
             path = Path(path)
             if not isinstance(get_filesystem(str(path)), type(get_filesystem("/"))):
                 return super().save_checkpoint(checkpoint, path, storage_options)  # remote: fsspec
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    torch.save(checkpoint, fh)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            atomic_write_with(path, lambda fh: torch.save(checkpoint, fh))
 
     return AtomicCheckpointIO()
 

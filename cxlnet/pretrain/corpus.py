@@ -140,6 +140,14 @@ def _cut_points(n_tokens: int, boundaries: np.ndarray, num_shards: int) -> list[
     return cuts
 
 
+def continue_sent_ids(sent: np.ndarray, prev_last: bool | None) -> tuple[np.ndarray, bool]:
+    """XLNet negates a file's sentence ids when its first one equals the previous file's last one,
+    so the boundary between two concatenated files stays a sentence boundary."""
+    if prev_last is not None and bool(sent[0]) == prev_last:
+        sent = ~sent
+    return sent, bool(sent[-1])
+
+
 def build_store(
     corpus_files: list[str | Path],
     tokenizer: Tokenizer | str | Path,
@@ -175,10 +183,7 @@ def build_store(
             log.warning(
                 "%s: no blank line (document break) found; the whole file is treated as one document", path
             )
-        sent = fs.sent
-        if prev_last is not None and sent[0] == prev_last:
-            sent = ~sent
-        prev_last = bool(sent[-1])
+        sent, prev_last = continue_sent_ids(fs.sent, prev_last)
         ids_parts.append(fs.ids)
         sent_parts.append(sent)
         doc_end_parts.append(fs.doc_ends + offset)

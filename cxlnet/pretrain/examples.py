@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from cxlnet.errors import CxlnetError
-from cxlnet.pretrain.corpus import TokenStore
+from cxlnet.pretrain.corpus import TokenStore, continue_sent_ids
 from cxlnet.text import CLS_ID, SEP_ID
 
 _SPLIT, _MASK, _PERM = 0, 1, 2
@@ -260,10 +260,7 @@ class PretrainStream:
             sh = self.store.shard(k)
             if sh.ids.size == 0:
                 continue
-            sent = sh.sent
-            if prev is not None and sent[0] == prev:
-                sent = ~sent
-            prev = bool(sent[-1])
+            sent, prev = continue_sent_ids(sh.sent, prev)
             ids_list.append(sh.ids)
             sent_list.append(sent)
         data, sent = np.concatenate(ids_list), np.concatenate(sent_list)
