@@ -32,8 +32,9 @@ test-slow: install  ## the slow tests (TF checkpoint reading installs tensorflow
 bench: install  ## cxlnet vs transformers, side by side (CPU always, GPU when present)
 	$(BIN)/python -m benchmarks.run
 
-reproduce-table: install  ## rerun every row of experiments/ and regenerate the result tables
-	$(BIN)/cxlnet table run experiments/
+TABLES ?= experiments/
+reproduce-table: install  ## run every row of $(TABLES) (seeds already done are kept) and regenerate experiments/RESULTS.md
+	$(BIN)/cxlnet table run $(TABLES)
 
 pretrain-demo: install  ## pre-train a tiny XLNet on the shipped corpus sample: vocab + data + train (CPU, a few minutes)
 	$(BIN)/cxlnet vocab vocab.vocab_size=8000

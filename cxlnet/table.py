@@ -21,6 +21,9 @@ from cxlnet.errors import CxlnetError, atomic_write_text
 from cxlnet.sweep import aggregate
 
 
+ROW_KEYS = {"name", "overrides", "published", "seeds"}
+
+
 def load_tables(target: Path) -> list[tuple[str, dict]]:
     """(table id, spec) for a YAML file or every YAML file of a directory."""
     paths = sorted(target.glob("*.yaml")) if target.is_dir() else [target]
@@ -32,6 +35,11 @@ def load_tables(target: Path) -> list[tuple[str, dict]]:
         for key in ("title", "columns", "rows"):
             if key not in spec:
                 raise CxlnetError(f"{path}: missing `{key}`")
+        for i, row in enumerate(spec["rows"]):
+            unknown = set(row) - ROW_KEYS
+            if unknown or "name" not in row:
+                raise CxlnetError(f"{path}: row {i}: " + (f"unknown keys {sorted(unknown)} (allowed: "
+                                  f"{', '.join(sorted(ROW_KEYS))})" if unknown else "missing `name`"))
         tables.append((path.stem, spec))
     return tables
 

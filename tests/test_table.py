@@ -54,3 +54,6 @@ def test_bad_table_is_one_line(tmp_path):
     (tmp_path / "bad.yaml").write_text("title: x\nrows: []\n")
     with pytest.raises(CxlnetError, match="bad.yaml: missing `columns`"):
         load_tables(tmp_path)
+    (tmp_path / "bad.yaml").write_text("title: x\ncolumns: {}\nrows: [{name: r, sweep: seeds3}]\n")
+    with pytest.raises(CxlnetError, match=r"bad.yaml: row 0: unknown keys \['sweep'\]"):
+        load_tables(tmp_path)
