@@ -25,7 +25,7 @@ demo: install  ## fine-tune a tiny XLNet on the shipped ChnSentiCorp sample (CPU
 test: install  ## the default test suite (no GPU, no network)
 	WANDB_MODE=disabled $(BIN)/pytest -q
 
-test-slow: install  ## the slow tests (TF checkpoint reading installs tensorflow-cpu)
+test-slow: install  ## the slow tests (installs tensorflow-cpu to check our TF-checkpoint reader against it)
 	$(BIN)/pip install --quiet -e ".[test,tf]"
 	WANDB_MODE=disabled $(BIN)/pytest -q -m slow
 

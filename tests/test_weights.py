@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -109,18 +110,6 @@ def test_untie_r_false_round_trip(tmp_path):
         XLNet.from_pretrained(tmp_path)
 
 
-def test_tf_checkpoint_needs_tensorflow(tmp_path):
-    try:
-        import tensorflow  # noqa: F401
-        pytest.skip("tensorflow is installed")
-    except ImportError:
-        pass
-    (tmp_path / "xlnet_config.json").write_text('{"n_layer": 2}')
-    (tmp_path / "xlnet_model.ckpt.index").write_bytes(b"")
-    with pytest.raises(CxlnetError, match=r"pip install cxlnet\[tf\]"):
-        XLNet.from_pretrained(tmp_path)
-
-
 # ----------------------------------------------------------------------------- TF checkpoints
 def hf_to_tf(sd: dict[str, torch.Tensor], cfg: XLNetConfig, task: str = "csc") -> dict:
     """Inverse of spec §8.2/§8.3 for building a test checkpoint (untie_r=True)."""
@@ -149,8 +138,28 @@ def hf_to_tf(sd: dict[str, torch.Tensor], cfg: XLNetConfig, task: str = "csc") -
 
 @pytest.mark.slow
 def test_tf_checkpoint_loads(tmp_path):
+    """A checkpoint freshly written by TensorFlow: the pure-numpy reader returns exactly what
+    `tf.train.load_checkpoint` does for every variable, and `from_pretrained` gives the same model."""
     tf = pytest.importorskip("tensorflow")
     import json
+
+    import numpy as np
+
+    from cxlnet.model.tf_checkpoint import (TFCheckpointReader, _block, _block_entries, _varint, list_variables,
+                                            read_tf_checkpoint)
+
+    def same_as_tf(prefix, skipped=()):
+        reader = tf.train.load_checkpoint(str(prefix))
+        dtypes = reader.get_variable_to_dtype_map()
+        ours = read_tf_checkpoint(prefix)
+        assert sorted(ours) == sorted(set(dtypes) - set(skipped))
+        assert list_variables(prefix) == sorted((n, list(s)) for n, s in tf.train.list_variables(str(prefix)))
+        for name in ours:
+            want = reader.get_tensor(name)
+            if dtypes[name] == tf.bfloat16:
+                want = want.astype(np.float32)
+            assert ours[name].dtype == want.dtype and ours[name].shape == want.shape, name
+            np.testing.assert_array_equal(ours[name], want, err_msg=name)
 
     torch.manual_seed(0)
     cfg = tiny()
@@ -162,6 +171,7 @@ def test_tf_checkpoint_loads(tmp_path):
         with tf.compat.v1.Session() as sess:
             sess.run(tf.compat.v1.global_variables_initializer())
             saver.save(sess, str(tmp_path / "xlnet_model.ckpt"), write_meta_graph=False)
+    same_as_tf(tmp_path / "xlnet_model.ckpt")
     (tmp_path / "xlnet_config.json").write_text(json.dumps(
         {"d_head": 16, "d_inner": 128, "d_model": 64, "ff_activation": "relu", "n_head": 4, "n_layer": 2,
          "n_token": V, "untie_r": True}))
@@ -169,3 +179,26 @@ def test_tf_checkpoint_loads(tmp_path):
     ids = torch.arange(12).view(2, 6)
     with torch.no_grad():
         assert torch.equal(model(ids).logits, loaded.eval()(ids).logits)
+
+    # Every dtype, a multi-megabyte tensor (the chunked crc32c) and enough variables that the
+    # index spans several table blocks (TF's block size is 256 KiB).
+    rng = np.random.default_rng(0)
+    big = rng.standard_normal((1000, 1537)).astype(np.float32)
+    tensors = {"big/float32": big, "big/bfloat16": tf.cast(big, tf.bfloat16), "big/float16": big.astype(np.float16),
+               "f64": rng.standard_normal((3, 4)), "i32": rng.integers(-9, 9, (5,), dtype=np.int32),
+               "i64": np.arange(-3, 3, dtype=np.int64), "u8": np.arange(7, dtype=np.uint8),
+               "b": np.array([True, False]),
+               "scalar": np.float32(-2.5), "empty": np.zeros((0, 3), np.float32), "s": tf.constant([b"x", b"yz"])}
+    for i in range(6000):
+        tensors[f"many/{i:05d}/{'w' * 40}"] = np.full((i % 3 + 1,), i, np.float32)
+    prefix = tmp_path / "many" / "bundle.ckpt"
+    tf.raw_ops.SaveV2(prefix=str(prefix), tensor_names=list(tensors), shape_and_slices=[""] * len(tensors),
+                      tensors=[tf.convert_to_tensor(t) for t in tensors.values()])
+    index = Path(f"{prefix}.index").read_bytes()
+    _, pos = _varint(index[-48:], 0)  # footer: metaindex handle, then the index block's handle
+    _, pos = _varint(index[-48:], pos)
+    index_offset, pos = _varint(index[-48:], pos)
+    index_size, _ = _varint(index[-48:], pos)
+    assert len(_block_entries(_block(index, index_offset, index_size))) >= 2  # several data blocks
+    same_as_tf(prefix, skipped={"s"})
+    assert TFCheckpointReader(prefix).entries["big/float32"].size == big.nbytes

@@ -303,13 +303,8 @@ def _load_tf(cls, path: Path, overrides: dict[str, Any]):
 
 
 def read_tf_checkpoint(prefix: str | Path) -> dict[str, Any]:
-    """All variables of a TF checkpoint as numpy arrays (needs TensorFlow)."""
-    try:
-        import tensorflow as tf  # noqa: PLC0415 - optional, heavy
-    except ImportError:
-        raise CxlnetError("reading a TF checkpoint needs `pip install cxlnet[tf]`") from None
-    try:
-        reader = tf.train.load_checkpoint(str(prefix))
-    except Exception as err:  # noqa: BLE001
-        raise CxlnetError(f"{prefix}: cannot read TF checkpoint: {str(err).splitlines()[0]}") from None
-    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
+    """All variables of a TF V2 checkpoint (prefix, `.index` file or directory) as numpy arrays,
+    read in pure Python + numpy (no TensorFlow); a missing or corrupt file is one CxlnetError line."""
+    from cxlnet.model.tf_checkpoint import read_tf_checkpoint as read_bundle
+
+    return read_bundle(prefix)
