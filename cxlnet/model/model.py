@@ -14,9 +14,11 @@ it. Both streams share every weight; g's queries attend to h's keys/values of th
 
 Scores are `(q + r_w)·k` (content) + `(q + r_r)·k_r` (relative position, realigned by the
 "rel-shift") + `(q + r_s)·seg_embed[same/different segment]` (segment), scaled by 1/sqrt(Dh).
-The content term is handed to `scaled_dot_product_attention`; the position and segment terms and
-the mask are folded into its additive float bias, so the fused kernels do the softmax and the
-value product.
+The position and segment terms and the mask form one additive float bias. On GPU the content term
+goes to `scaled_dot_product_attention` with that bias, so the fused kernels do the softmax, the
+dropout and the value product. On CPU (no fused kernel for a float bias + dropout) the same thing
+is spelled out as baddbmm(bias, q, kᵀ) -> softmax -> dropout -> @ v, with a cheaper dropout mask
+(`Dropout`) and a rel-shift whose backward writes its gradient once (`_RelShift`).
 
 Memory (Transformer-XL recurrence): the input of every layer for the first `reuse_len`
 positions is cached (detached) and the last `mem_len` cached states are prepended to that layer's
@@ -51,6 +53,57 @@ def _activation(name: str):
     return lambda x: F.gelu(x, approximate="tanh")  # "gelu_new": the original XLNet gelu
 
 
+class Dropout(nn.Dropout):
+    """nn.Dropout with a cheaper mask on CPU.
+
+    torch's CPU dropout draws its mask with `bernoulli_` (~5 ns/element, single-threaded: the masks
+    were ~15% of a CPU training step). Here one 63-bit `random_` draw gives the masks of 4 elements
+    (four 15-bit uniform integers, thresholded straight into a float buffer): ~3x cheaper for the
+    whole forward + backward. Each element is kept independently with probability 1 - p, with p
+    rounded to a multiple of 2^-15 (0.1 -> 0.100006), and the scale 1 / (1 - p) uses the rounded p,
+    so the expectation is exact. Other devices keep F.dropout (fused Philox kernels on CUDA).
+    The input may be a broadcast (expanded) view: the product materialises it, no copy first."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        p = self.p
+        if not self.training or p == 0.0:
+            return x
+        n, drop = x.numel(), round(p * 2 ** 15)
+        if x.device.type != "cpu" or drop == 2 ** 15:
+            return F.dropout(x, p, True)
+        words = torch.empty((n + 3) // 4, dtype=torch.int64).random_()  # uniform in [0, 2^63)
+        bits = words.view(torch.int16)[:n].view(x.shape).bitwise_and_(0x7FFF)  # uniform in [0, 2^15)
+        noise = torch.ge(bits, drop, out=torch.empty(x.shape, dtype=x.dtype))  # 1.0 = keep
+        return x * noise.mul_(2 ** 15 / (2 ** 15 - drop))
+
+
+class _RelShift(torch.autograd.Function):
+    """Transformer-XL rel-shift (B, H, L, R) -> (B, H, L, K): out[..., i, j] = raw[..., i, L - i + j].
+
+    Forward is views only: flatten each (L, R) block, drop the first L entries, re-read the rest as
+    rows of R - 1 and keep the first K columns. Autograd through that chain of views would
+    zero-fill and copy the gradient twice ((B, H, L*R), then (B, H, L, R-1)). The entries of raw
+    that are *not* read form the complementary view (the first L, then the last R - 1 - K of every
+    row of R - 1), so the backward below writes each element of the raw gradient exactly once."""
+
+    @staticmethod
+    def forward(ctx, raw: Tensor, K: int) -> Tensor:
+        B, H, L, R = raw.shape
+        ctx.R = R
+        return raw.reshape(B, H, L * R)[:, :, L:].unflatten(-1, (L, R - 1))[..., :K]
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        B, H, L, K = grad.shape
+        R = ctx.R
+        g = grad.new_empty(B * H, L * R)  # (B, H) merged: 3-d strided copies are much faster here
+        g[:, :L].zero_()
+        rows = g[:, L:].view(B * H, L, R - 1)
+        rows[..., :K].copy_(grad.reshape(B * H, L, K))
+        rows[..., K:].zero_()
+        return g.view(B, H, L, R), None
+
+
 def _glorot_uniform_(p: Tensor) -> None:
     # TF's default initializer for mask_emb [1, 1, d]: fan_in = 1, fan_out = d.
     limit = math.sqrt(6.0 / (1 + p.shape[-1]))
@@ -69,15 +122,16 @@ class RelativeAttention(nn.Module):
         self.o = nn.Linear(hd, cfg.d_model, bias=False)
         self.seg_embed = nn.Parameter(torch.empty(2, cfg.n_head, cfg.d_head))  # [same, different]
         self.layer_norm = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
         self.dropatt = cfg.dropatt
+        self.attn_dropout = Dropout(cfg.dropatt)  # CPU path; SDPA drops out itself on GPU
         self.scale = cfg.d_head ** -0.5
 
-    def _attend(self, q: Tensor, k: Tensor, v: Tensor, k_r: Tensor, code: Tensor | None,
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor, k_r: Tensor, same: Tensor | None,
                 mask: Tensor | None, r_w: Tensor, r_r: Tensor, r_s: Tensor) -> Tensor:
         """q (B, L, H, Dh); k, v (B, H, K, Dh); k_r (Bp, H, R, Dh) with Bp in {1, 2, B};
-        code (B, 1, L, K): 0 same segment, 1 different segment, 2 masked (None: no segments);
-        mask (B or 1, L, K) True = may not attend (used only without segments).
+        same (B, 1, L, K): 1.0 same segment, 0.0 different (None: no segments);
+        mask (B or 1, 1, L, K) additive: 0 may attend, dtype-min may not (None: no mask).
         Returns the attention vectors (B, L, H*Dh)."""
         B, L, H, Dh = q.shape
         K = k.shape[2]
@@ -86,40 +140,51 @@ class RelativeAttention(nn.Module):
         # Position term. bd_raw[i, r] scores query i against relative distance pos_seq[r] = K - r;
         # query i / key j are (M + i) - j apart, so the score we need is bd_raw[i, L - i + j].
         # Flattening rows and dropping the first L entries realigns every row by that amount
-        # (the Transformer-XL "rel-shift"), as views only - no copy of the (B, H, L, R) tensor.
+        # (the Transformer-XL "rel-shift", _RelShift), as views only - no copy of (B, H, L, R).
         q_r = ((q + r_r) * self.scale).transpose(1, 2)  # (B, H, L, Dh)
         # k_r is shared by a group of B // Bp rows (Bp = 2: forward / backward halves for bi_data).
         bd = q_r.reshape(Bp, B // Bp, H, L, Dh) @ k_r.unsqueeze(1).transpose(-1, -2)  # (Bp, B/Bp, H, L, R)
-        bd = bd.reshape(B, H, L * R)[:, :, L:].unflatten(-1, (L, R - 1))[..., :K]  # (B, H, L, K)
+        bd = _RelShift.apply(bd.view(B, H, L, R), K)  # (B, H, L, K)
         # (For attn_type "uni", R = K + 1 and the entries read past a row's end land only on
         # causally masked keys.)
 
-        # A finite minimum for masked keys keeps fully masked rows (possible in the query stream)
-        # uniform, as the original's `- 1e30`, instead of NaN; it is safe in fp16/bf16 too.
-        neg = torch.finfo(bd.dtype).min
-        if code is not None:
-            # Segment term: only 2 segment embeddings exist, so score each query against both
-            # (B, H, L, 2) instead of a one-hot (B, L, K, 2) einsum, then one gather per key picks
-            # "same", "different" or the mask value: a single pass over (B, H, L, K).
-            ef = torch.einsum("blhd,shd->bhls", (q + r_s) * self.scale, self.seg_embed)  # (B, H, L, 2)
-            table = torch.cat([ef, ef.new_full((B, H, L, 1), neg)], dim=-1)  # (B, H, L, 3)
-            bias = table.gather(-1, code.expand(B, H, L, K)).add_(bd)  # (B, H, L, K)
-        elif mask is not None:
-            bias = bd.masked_fill(mask.unsqueeze(1), neg)
-        else:
-            bias = bd
+        bias = bd
+        if same is not None:
+            # Segment term: query i scores ef_s = (q_i + r_s)·seg_embed[s] against a key of the
+            # same (s = 0) or a different (s = 1) segment. ef_1 is the same for every key of row i,
+            # and softmax ignores per-row constants, so only the difference
+            # c = ef_0 - ef_1 on same-segment keys matters: one matvec (B, H, L, 1) and one
+            # multiply-add over (B, H, L, K) (no gather/scatter, no (B, L, K, 2) one-hot).
+            w = (self.seg_embed[0] - self.seg_embed[1]) * self.scale  # (H, Dh)
+            c = torch.einsum("blhd,hd->bhl", q + r_s, w).unsqueeze(-1)  # (B, H, L, 1)
+            bias = torch.addcmul(bd, c, same)  # (B, H, L, K)
+        if mask is not None:
+            bias = bias + mask  # dtype-min + a finite score stays finite: masked rows stay uniform
 
-        out = F.scaled_dot_product_attention(
-            (q + r_w).transpose(1, 2), k, v, attn_mask=bias,
-            dropout_p=self.dropatt if self.training else 0.0, scale=self.scale,
-        )  # (B, H, L, Dh)
-        return out.transpose(1, 2).reshape(B, L, H * Dh)
+        q_w = q + r_w  # (B, L, H, Dh)
+        if q.device.type != "cpu":
+            # GPU (any non-CPU device): SDPA's fused (memory-efficient) kernel takes the float
+            # bias and the dropout, so no (B, H, L, K) probabilities are materialised.
+            out = F.scaled_dot_product_attention(
+                q_w.transpose(1, 2), k, v, attn_mask=bias,
+                dropout_p=self.dropatt if self.training else 0.0, scale=self.scale,
+            )  # (B, H, L, Dh)
+            return out.transpose(1, 2).reshape(B, L, H * Dh)
+        # CPU: SDPA with a float bias and dropout falls back to its unfused math path, which also
+        # pays for a NaN-guarded softmax (isneginf/all/where passes we never need: the mask is
+        # finite). Spelled out, the bias is the baddbmm accumulator, so the score tensor is
+        # written once before the softmax.
+        scores = torch.baddbmm(bias.reshape(B * H, L, K), q_w.transpose(1, 2).reshape(B * H, L, Dh),
+                               k.reshape(B * H, K, Dh).transpose(1, 2), alpha=self.scale)  # (B*H, L, K)
+        probs = self.attn_dropout(scores.softmax(-1))
+        out = probs @ v.reshape(B * H, K, Dh)  # (B*H, L, Dh)
+        return out.view(B, H, L, Dh).transpose(1, 2).reshape(B, L, H * Dh)
 
     def _post(self, x: Tensor, attn_vec: Tensor) -> Tensor:
         return self.layer_norm(x + self.dropout(self.o(attn_vec)))
 
     def forward(self, h: Tensor, g: Tensor | None, mem: Tensor | None, k_r_input: Tensor,
-                codes: tuple[Tensor, Tensor] | None, mask_h: Tensor | None, mask_g: Tensor | None,
+                same: Tensor | None, mask_h: Tensor | None, mask_g: Tensor | None,
                 target_mapping: Tensor | None, r_w: Tensor, r_r: Tensor, r_s: Tensor):
         B, L, _ = h.shape
         H, Dh = self.n_head, self.d_head
@@ -132,8 +197,7 @@ class RelativeAttention(nn.Module):
         k, v = k.transpose(1, 2), v.transpose(1, 2)  # (B, H, K, Dh)
         k_r = self.r(k_r_input).unflatten(-1, (H, Dh)).transpose(1, 2)  # (Bp, H, R, Dh)
 
-        code_h, code_g = (None, None) if codes is None else codes
-        h_out = self._post(h, self._attend(q, k, v, k_r, code_h, mask_h, r_w, r_r, r_s))
+        h_out = self._post(h, self._attend(q, k, v, k_r, same, mask_h, r_w, r_r, r_s))
         if g is None:
             return h_out, None
 
@@ -143,7 +207,7 @@ class RelativeAttention(nn.Module):
             # queries to the L positions, attend with the position's relative offsets, gather back.
             # Unmapped positions get zero queries and padded slots get zero vectors, as in TF.
             q_g = target_mapping.transpose(1, 2) @ q_g  # (B, L, H*Dh)
-        a_g = self._attend(q_g.view(B, -1, H, Dh), k, v, k_r, code_g, mask_g, r_w, r_r, r_s)
+        a_g = self._attend(q_g.view(B, -1, H, Dh), k, v, k_r, same, mask_g, r_w, r_r, r_s)
         if target_mapping is not None:
             a_g = target_mapping @ a_g  # (B, P, H*Dh)
         return h_out, self._post(g, a_g)
@@ -155,7 +219,7 @@ class FeedForward(nn.Module):
         self.layer_1 = nn.Linear(cfg.d_model, cfg.d_inner)
         self.layer_2 = nn.Linear(cfg.d_inner, cfg.d_model)
         self.layer_norm = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
         self.act = _activation(cfg.ff_activation)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -169,8 +233,8 @@ class XLNetLayer(nn.Module):
         self.rel_attn = RelativeAttention(cfg)
         self.ff = FeedForward(cfg)  # shared by both streams
 
-    def forward(self, h, g, mem, k_r_input, codes, mask_h, mask_g, target_mapping, r_w, r_r, r_s):
-        h, g = self.rel_attn(h, g, mem, k_r_input, codes, mask_h, mask_g, target_mapping, r_w, r_r, r_s)
+    def forward(self, h, g, mem, k_r_input, same, mask_h, mask_g, target_mapping, r_w, r_r, r_s):
+        h, g = self.rel_attn(h, g, mem, k_r_input, same, mask_h, mask_g, target_mapping, r_w, r_r, r_s)
         return self.ff(h), (None if g is None else self.ff(g))
 
 
@@ -229,7 +293,7 @@ class XLNet(XLNetPreTrained):
         self.r_r_bias = nn.Parameter(torch.empty(n_bias, c.n_head, c.d_head))
         self.r_s_bias = nn.Parameter(torch.empty(n_bias, c.n_head, c.d_head))
         self.layer = nn.ModuleList(XLNetLayer(c) for _ in range(c.n_layer))
-        self.dropout = nn.Dropout(c.dropout)
+        self.dropout = Dropout(c.dropout)
         self.reset_parameters()
 
     # ------------------------------------------------------------------ inputs -> masks etc.
@@ -251,7 +315,8 @@ class XLNet(XLNetPreTrained):
         if self.training and self.dropout.p > 0:
             # The original drops out an encoding broadcast over the batch, i.e. a fresh mask per
             # example; in eval (or without dropout) one copy per direction is enough.
-            pos_emb = self.dropout(pos_emb.repeat_interleave(B // pos_emb.shape[0], dim=0))  # (B, R, d)
+            Bp, R, d = pos_emb.shape
+            pos_emb = self.dropout(pos_emb.unsqueeze(1).expand(Bp, B // Bp, R, d)).reshape(B, R, d)
         return pos_emb
 
     def _masks(self, B: int, L: int, M: int, attention_mask, input_mask, perm_mask, device):
@@ -306,13 +371,21 @@ class XLNet(XLNetPreTrained):
         dtype = self.word_embedding.weight.dtype
 
         mask_h, mask_g = self._masks(B, L, M, attention_mask, input_mask, perm_mask, device)
-        codes = None
+        # Additive masks (0 / dtype-min) and the same-segment indicator, built once for all layers
+        # in the dtype of the attention scores (autocast's, if on: SDPA wants the bias in the
+        # query's dtype). A finite minimum for masked keys keeps fully masked rows (possible in
+        # the query stream) uniform, as the original's `- 1e30`, instead of NaN; adding finite
+        # scores to it cannot overflow, and it is safe in fp16/bf16 too.
+        sdtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else dtype
+        neg = torch.finfo(sdtype).min
+        mask_h, mask_g = (None if m is None else torch.zeros(m.shape, dtype=sdtype, device=device)
+                          .masked_fill_(m, neg).unsqueeze(1) for m in (mask_h, mask_g))  # (B or 1, 1, L, K)
+        same = None
         if token_type_ids is not None:
-            # Per (query, key): 0 same segment, 1 different, 2 masked - computed once for all
-            # layers. Memory counts as segment 0. Only equality of the ids matters.
+            # 1.0 where query and key are in the same segment. Memory counts as segment 0. Only
+            # equality of the ids matters.
             seg_k = F.pad(token_type_ids, (M, 0), value=0)  # (B, K)
-            diff = (token_type_ids[:, :, None] != seg_k[:, None, :]).long()  # (B, L, K)
-            codes = tuple((diff if m is None else diff.masked_fill(m, 2)).unsqueeze(1) for m in (mask_h, mask_g))
+            same = (token_type_ids[:, :, None] == seg_k[:, None, :]).to(sdtype).unsqueeze(1)  # (B, 1, L, K)
 
         h = self.dropout(self.word_embedding(input_ids))  # (B, L, d)
         g = None
@@ -326,7 +399,7 @@ class XLNet(XLNetPreTrained):
             if new_mems is not None:
                 new_mems.append(self._cache_mem(h, None if mems is None else mems[i]))
             b = i if c.untie_r else 0
-            args = (h, g, None if mems is None else mems[i].to(dtype), pos_emb, codes, mask_h, mask_g,
+            args = (h, g, None if mems is None else mems[i].to(dtype), pos_emb, same, mask_h, mask_g,
                     target_mapping, self.r_w_bias[b], self.r_r_bias[b], self.r_s_bias[b])
             if c.grad_checkpointing and self.training:
                 h, g = checkpoint(layer, *args, use_reentrant=False)
