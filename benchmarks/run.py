@@ -379,87 +379,70 @@ def _skip(name: str, what: str, reason: str) -> dict:
     return {"kind": "data", "name": name, "variant": "cxlnet", "shape": what, "skipped": reason}
 
 
-def data_rows(data_dir: str, quick: bool, only: list[str] | None) -> list[dict]:
+def _chnsenticorp_batches(tok, data_dir: str, quick: bool) -> dict:
+    from cxlnet.classify.data import encode_examples, read_tsv
     from cxlnet.paths import resolve_data_file
 
+    path = resolve_data_file(data_dir, "chnsenticorp/train.tsv")
+    t0 = time.perf_counter()
+    dataset = encode_examples(read_tsv(path), tok, 256)
+    return {"seconds": time.perf_counter() - t0, "items": len(dataset), "unit": "examples", "source": str(path)}
+
+
+def _cmrc2018_features(tok, data_dir: str, quick: bool) -> dict:
+    from cxlnet.paths import resolve_data_file
+    from cxlnet.span.features import SpanConfig, convert_file
+
+    path = resolve_data_file(data_dir, "cmrc2018/train.json")
+    t0 = time.perf_counter()
+    _, feats, _ = convert_file(path, tok, SpanConfig(), is_training=True)
+    return {"seconds": time.perf_counter() - t0, "items": len(feats), "unit": "features", "source": str(path)}
+
+
+def _pretrain_batches(tok, data_dir: str, quick: bool) -> dict:
+    import tempfile
+
+    from cxlnet.pretrain.corpus import build_store
+    from cxlnet.pretrain.examples import PretrainStream
+
+    n_batches = 2 if quick else 8
+    corpus = _corpus_file(data_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        build_store([corpus], tok, Path(tmp) / "store", num_shards=1)
+        t_store = time.perf_counter() - t0
+        stream = PretrainStream(Path(tmp) / "store", num_passes=1)
+        t0 = time.perf_counter()
+        got = sum(1 for _ in stream.iter_batches(0, n_batches))
+        seconds = time.perf_counter() - t0
+    if not got:
+        raise RuntimeError(f"{corpus.name}: too small for one 32x512 batch")
+    return {"seconds": seconds, "items": got, "unit": "batches", "source": str(corpus),
+            "note": f"store build {t_store:.2f} s"}
+
+
+# name -> (what is measured, function(tokenizer, data_dir, quick) -> row fields)
+DATA_ROWS = {
+    "data-chnsenticorp": ("ChnSentiCorp train -> features, len 256", _chnsenticorp_batches),
+    "data-cmrc2018": ("CMRC 2018 train -> features, len 512", _cmrc2018_features),
+    "data-pretrain": ("corpus -> store -> batches 32x512 P85", _pretrain_batches),
+}
+
+
+def data_rows(data_dir: str, quick: bool, only: list[str] | None) -> list[dict]:
+    """The data side, in seconds on one process; a row that cannot run says why instead."""
+    from cxlnet.paths import resolve_data_file
+    from cxlnet.text import Tokenizer
+
     rows = []
-    tok_path = None
-    try:
-        from cxlnet.text import Tokenizer
-        tok_path = resolve_data_file(data_dir, "pretrained/hfl-chinese-xlnet-base/spiece.model")
-        tok = Tokenizer(tok_path)
-    except Exception as err:  # noqa: BLE001
-        tok = None
-        tok_err = _short_error(err)
-
-    def want(name):
-        return _selected(name, only)
-
-    # ChnSentiCorp train -> batches
-    if want("data-chnsenticorp"):
-        name, what = "data-chnsenticorp", "ChnSentiCorp train -> features, len 256"
+    for name, (what, measure) in DATA_ROWS.items():
+        if not _selected(name, only):
+            continue
         try:
-            if tok is None:
-                raise RuntimeError(tok_err)
-            from cxlnet.classify.data import encode_examples, read_tsv
-            path = resolve_data_file(data_dir, "chnsenticorp/train.tsv")
-            t0 = time.perf_counter()
-            ex = read_tsv(path)
-            ds = encode_examples(ex, tok, 256)
-            dt = time.perf_counter() - t0
-            rows.append({"kind": "data", "name": name, "variant": "cxlnet", "shape": what, "seconds": dt,
-                         "items": len(ds), "unit": "examples", "source": str(path)})
-        except Exception as err:  # noqa: BLE001
-            rows.append(_skip(name, what, _short_error(err)))
-
-    # CMRC 2018 train -> features
-    if want("data-cmrc2018"):
-        name, what = "data-cmrc2018", "CMRC 2018 train -> features, len 512"
-        try:
-            if tok is None:
-                raise RuntimeError(tok_err)
-            path = resolve_data_file(data_dir, "cmrc2018/train.json")
-            try:
-                from cxlnet.span.features import SpanConfig, convert_file
-            except Exception as err:  # noqa: BLE001 - being written concurrently
-                raise RuntimeError(f"cxlnet.span.features not importable ({_short_error(err)})") from None
-            t0 = time.perf_counter()
-            _, feats, stats = convert_file(path, tok, SpanConfig(), is_training=True)
-            dt = time.perf_counter() - t0
-            rows.append({"kind": "data", "name": name, "variant": "cxlnet", "shape": what, "seconds": dt,
-                         "items": len(feats), "unit": "features", "source": str(path)})
-        except Exception as err:  # noqa: BLE001
-            rows.append(_skip(name, what, _short_error(err)))
-
-    # Pre-training batches
-    if want("data-pretrain"):
-        n_batches = 2 if quick else 8
-        name = "data-pretrain"
-        what = f"corpus -> store -> {n_batches} batches 32x512 P85"
-        try:
-            if tok is None:
-                raise RuntimeError(tok_err)
-            try:
-                from cxlnet.pretrain.corpus import build_store
-                from cxlnet.pretrain.examples import PretrainStream
-            except Exception as err:  # noqa: BLE001 - being written concurrently
-                raise RuntimeError(f"cxlnet.pretrain not importable ({_short_error(err)})") from None
-            import tempfile
-            corpus = _corpus_file(data_dir)
-            with tempfile.TemporaryDirectory() as tmp:
-                t0 = time.perf_counter()
-                build_store([corpus], tok, Path(tmp) / "store", num_shards=1)
-                t_store = time.perf_counter() - t0
-                stream = PretrainStream(Path(tmp) / "store", num_passes=1)
-                t0 = time.perf_counter()
-                got = sum(1 for _ in stream.iter_batches(0, n_batches))
-                dt = time.perf_counter() - t0
-            if not got:
-                raise RuntimeError(f"{corpus.name}: too small for one 32x512 batch")
-            rows.append({"kind": "data", "name": name, "variant": "cxlnet", "shape": what, "seconds": dt,
-                         "items": got, "unit": "batches", "source": str(corpus),
-                         "note": f"store build {t_store:.2f} s"})
-        except Exception as err:  # noqa: BLE001
+            tok = Tokenizer(resolve_data_file(data_dir, "pretrained/hfl-chinese-xlnet-base/spiece.model"))
+            rows.append({"kind": "data", "name": name, "variant": "cxlnet", "shape": what,
+                         **measure(tok, data_dir, quick)})
+        except Exception as err:  # noqa: BLE001 - a benchmark reports, it never fails
             rows.append(_skip(name, what, _short_error(err)))
     return rows
 
