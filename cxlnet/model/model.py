@@ -11,6 +11,8 @@ each position may always see itself. The *query* stream g (pre-training only) st
 learnt `mask_emb` at the P target slots of `target_mapping` (B, P, L) and may NOT see the content of
 its own position - that is what makes the permutation LM predict the token instead of copying
 it. Both streams share every weight; g's queries attend to h's keys/values of the same layer.
+The original scatters the P slot queries to their L positions, attends for all L rows and gathers
+back; here only the P target rows are computed (`_Targets`), which is the same for one-hot rows.
 
 Scores are `(q + r_w)·k` (content) + `(q + r_r)·k_r` (relative position, realigned by the
 "rel-shift") + `(q + r_s)·seg_embed[same/different segment]` (segment), scaled by 1/sqrt(Dh).
@@ -104,6 +106,40 @@ class _RelShift(torch.autograd.Function):
         return g.view(B, H, L, R), None
 
 
+@dataclass
+class _Targets:
+    """The query stream's P target slots, prepared once per forward for all layers.
+
+    ASSUMPTION: every row of `target_mapping` (B, P, L) is one-hot or all zero (a padded slot).
+    Every XLNet data pipeline (the original's, Hugging Face's and ours) produces exactly that. Then
+    scattering the slot queries to the L positions, attending for all L rows and gathering back
+    (the original) equals attending for the P slots only, each from its position t = argmax:
+    mask row mask_g[t], segment row same[t], position term raw[m, L - t + j]. A padded slot (zero
+    row, t = 0) gets its attention vector multiplied by the row sum 0, i.e. the original's zero
+    vector; for one-hot rows the row sum is exactly 1. Multi-hot rows (a slot that sums several
+    positions' attention vectors) are NOT supported: they would silently give the attention of
+    the first position only, scaled by the row sum. Checking that would need a device sync."""
+
+    rel_index: Tensor  # (B, 1, P, K) int64: columns of the (B, H, P, R) position scores to read
+    weight: Tensor  # (B, P, 1): row sums of target_mapping (1 target, 0 padded slot)
+    mask: Tensor | None  # (B, 1, P, K) additive query-stream mask rows of the target positions
+    same: Tensor | None  # (B, 1, P, K) same-segment rows of the target positions
+
+    @staticmethod
+    def build(target_mapping: Tensor, mask_g: Tensor | None, same: Tensor | None, K: int, R: int) -> "_Targets":
+        B, P, L = target_mapping.shape
+        t = target_mapping.argmax(-1)  # (B, P); 0 for padded (all-zero) slots
+        rows = t.view(B, 1, P, 1)
+        # Window of query position t: columns L - t, ..., L - t + K - 1 of R. For attn_type "uni"
+        # (R = K + 1) the columns past R - 1 fall on causally masked keys only (the rel-shift
+        # reads them from the next row): wrap them to columns 0 .. L - t - 2, which no key of the
+        # row reads. Their probabilities are 0 unless the whole row is masked (uniform softmax);
+        # only then do their (meaningless) gradients land elsewhere than the original's.
+        idx = ((L - t).view(B, 1, P, 1) + torch.arange(K, device=t.device)).remainder_(R)
+        pick = lambda x: None if x is None else torch.take_along_dim(x, rows, dim=2)  # noqa: E731
+        return _Targets(idx, target_mapping.sum(-1, keepdim=True), pick(mask_g), pick(same))
+
+
 def _glorot_uniform_(p: Tensor) -> None:
     # TF's default initializer for mask_emb [1, 1, d]: fan_in = 1, fan_out = d.
     limit = math.sqrt(6.0 / (1 + p.shape[-1]))
@@ -128,10 +164,13 @@ class RelativeAttention(nn.Module):
         self.scale = cfg.d_head ** -0.5
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor, k_r: Tensor, same: Tensor | None,
-                mask: Tensor | None, r_w: Tensor, r_r: Tensor, r_s: Tensor) -> Tensor:
+                mask: Tensor | None, r_w: Tensor, r_r: Tensor, r_s: Tensor,
+                targets: _Targets | None = None) -> Tensor:
         """q (B, L, H, Dh); k, v (B, H, K, Dh); k_r (Bp, H, R, Dh) with Bp in {1, 2, B};
         same (B, 1, L, K): 1.0 same segment, 0.0 different (None: no segments);
         mask (B or 1, 1, L, K) additive: 0 may attend, dtype-min may not (None: no mask).
+        targets: the queries are not the L segment positions but the target slots (here L = P);
+        query i reads position column targets.rel_index[i, j] (see `_Targets`).
         Returns the attention vectors (B, L, H*Dh)."""
         B, L, H, Dh = q.shape
         K = k.shape[2]
@@ -144,7 +183,11 @@ class RelativeAttention(nn.Module):
         q_r = ((q + r_r) * self.scale).transpose(1, 2)  # (B, H, L, Dh)
         # k_r is shared by a group of B // Bp rows (Bp = 2: forward / backward halves for bi_data).
         bd = q_r.reshape(Bp, B // Bp, H, L, Dh) @ k_r.unsqueeze(1).transpose(-1, -2)  # (Bp, B/Bp, H, L, R)
-        bd = _RelShift.apply(bd.view(B, H, L, R), K)  # (B, H, L, K)
+        if targets is None:
+            bd = _RelShift.apply(bd.view(B, H, L, R), K)  # (B, H, L, K)
+        else:  # query-stream target slots: each row its own window (its position's rel-shift)
+            # (A gather: its scatter_add backward is as fast as a hand-written scatter here.)
+            bd = bd.view(B, H, L, R).gather(-1, targets.rel_index.expand(B, H, L, K))  # (B, H, P, K)
         # (For attn_type "uni", R = K + 1 and the entries read past a row's end land only on
         # causally masked keys.)
 
@@ -185,7 +228,7 @@ class RelativeAttention(nn.Module):
 
     def forward(self, h: Tensor, g: Tensor | None, mem: Tensor | None, k_r_input: Tensor,
                 same: Tensor | None, mask_h: Tensor | None, mask_g: Tensor | None,
-                target_mapping: Tensor | None, r_w: Tensor, r_r: Tensor, r_s: Tensor):
+                targets: _Targets | None, r_w: Tensor, r_r: Tensor, r_s: Tensor):
         B, L, _ = h.shape
         H, Dh = self.n_head, self.d_head
         hd = H * Dh
@@ -202,14 +245,15 @@ class RelativeAttention(nn.Module):
             return h_out, None
 
         q_g = F.linear(g, self.qkv.weight[:hd])  # (B, P, H*Dh)
-        if target_mapping is not None:
-            # Each target slot queries from the sequence position it predicts: scatter the P slot
-            # queries to the L positions, attend with the position's relative offsets, gather back.
-            # Unmapped positions get zero queries and padded slots get zero vectors, as in TF.
-            q_g = target_mapping.transpose(1, 2) @ q_g  # (B, L, H*Dh)
-        a_g = self._attend(q_g.view(B, -1, H, Dh), k, v, k_r, same, mask_g, r_w, r_r, r_s)
-        if target_mapping is not None:
-            a_g = target_mapping @ a_g  # (B, P, H*Dh)
+        if targets is None:  # g given without target slots: g's rows are the L positions
+            a_g = self._attend(q_g.view(B, L, H, Dh), k, v, k_r, same, mask_g, r_w, r_r, r_s)
+        else:
+            # Each target slot queries from the sequence position it predicts, attending for the P
+            # slots only (the original scatters to all L positions and gathers back; the same for
+            # one-hot rows, see `_Targets`). Padded slots get zero vectors, as in TF.
+            a_g = self._attend(q_g.view(B, -1, H, Dh), k, v, k_r, targets.same, targets.mask,
+                               r_w, r_r, r_s, targets=targets)
+            a_g = a_g * targets.weight.to(a_g.dtype)  # (B, P, H*Dh)
         return h_out, self._post(g, a_g)
 
 
@@ -233,8 +277,8 @@ class XLNetLayer(nn.Module):
         self.rel_attn = RelativeAttention(cfg)
         self.ff = FeedForward(cfg)  # shared by both streams
 
-    def forward(self, h, g, mem, k_r_input, same, mask_h, mask_g, target_mapping, r_w, r_r, r_s):
-        h, g = self.rel_attn(h, g, mem, k_r_input, same, mask_h, mask_g, target_mapping, r_w, r_r, r_s)
+    def forward(self, h, g, mem, k_r_input, same, mask_h, mask_g, targets, r_w, r_r, r_s):
+        h, g = self.rel_attn(h, g, mem, k_r_input, same, mask_h, mask_g, targets, r_w, r_r, r_s)
         return self.ff(h), (None if g is None else self.ff(g))
 
 
@@ -393,6 +437,10 @@ class XLNet(XLNetPreTrained):
             target_mapping = target_mapping.to(dtype)
             g = self.dropout(self.mask_emb.expand(B, target_mapping.shape[1], -1))  # (B, P, d)
         pos_emb = self._positional_encoding(L, K, B, dtype, device)
+        targets = None
+        if target_mapping is not None:
+            targets = _Targets.build(target_mapping, mask_g, same, K, pos_emb.shape[1])
+            mask_g = None  # only the target rows of the query-stream mask are needed
 
         new_mems: list[Tensor] | None = [] if c.mem_len else None
         for i, layer in enumerate(self.layer):
@@ -400,7 +448,7 @@ class XLNet(XLNetPreTrained):
                 new_mems.append(self._cache_mem(h, None if mems is None else mems[i]))
             b = i if c.untie_r else 0
             args = (h, g, None if mems is None else mems[i].to(dtype), pos_emb, same, mask_h, mask_g,
-                    target_mapping, self.r_w_bias[b], self.r_r_bias[b], self.r_s_bias[b])
+                    targets, self.r_w_bias[b], self.r_r_bias[b], self.r_s_bias[b])
             if c.grad_checkpointing and self.training:
                 h, g = checkpoint(layer, *args, use_reentrant=False)
             else:
