@@ -12,8 +12,9 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from pathlib import Path
 
-from cxlnet.errors import CxlnetError
+from cxlnet.errors import CxlnetError, one_line
 
 # name -> (module:function, one-line help). Hydra apps take overrides; the others take argv.
 COMMANDS = {
@@ -46,15 +47,31 @@ def _load(target: str):
     return getattr(importlib.import_module(module), func)
 
 
-def _refuse_finished_run_dir(overrides: list[str]) -> None:
-    # Hydra writes .hydra/ into the run dir before the job starts: check a named one up front.
-    from pathlib import Path
+def _conf_groups() -> set[str]:
+    import cxlnet.conf
 
-    for item in overrides:
-        if item.startswith("hydra.run.dir="):
-            metrics = Path(item.split("=", 1)[1]) / "metrics.json"
-            if metrics.exists():
-                raise CxlnetError(f"{metrics}: this run already finished; choose another hydra.run.dir or remove it")
+    return {p.name for p in Path(cxlnet.conf.__file__).parent.iterdir() if p.is_dir() and not p.name.startswith("_")}
+
+
+def sweep_subdir(overrides: list[str]) -> str | None:
+    """A `hydra.sweep.subdir` override for a sweep over more than the seed: `key=<value>,...,seed=N`,
+    so each job gets its own directory (the default `seed=N` would put two learning rates into one
+    and refuse the second as already finished). None when only seeds vary or the user chose one."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException:
+        return None  # Hydra reports the bad override itself
+    if any(o.key_or_group == "hydra.sweep.subdir" for o in parsed):
+        return None
+    groups = _conf_groups()
+    swept = [o.key_or_group for o in parsed if o.is_sweep_override() and o.key_or_group != "seed"]
+    if not swept:
+        return None
+    value = lambda key: f"${{hydra:runtime.choices.{key}}}" if key in groups else f"${{{key}}}"  # noqa: E731
+    return "hydra.sweep.subdir='" + ",".join(f"{k}={value(k)}" for k in swept) + ",seed=${seed}'"
 
 
 # Free text on the command line (questions, passages, reviews) is quoted for Hydra's override
@@ -76,21 +93,25 @@ def main(argv: list[str] | None = None) -> int:
     elif os.environ.get(ENV_COMMAND) in COMMANDS and not (argv and argv[0] in ("-h", "--help")):
         command = os.environ[ENV_COMMAND]
     else:
-        print(usage(), file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
-        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+        if not argv or argv[0] in ("-h", "--help"):
+            print(usage())
+            return 0
+        print(f"cxlnet: error: unknown command {argv[0]!r}\n\n{usage()}", file=sys.stderr)
+        return 2
     try:
         if command in HYDRA_APPS:
-            _refuse_finished_run_dir(argv)
             os.environ[ENV_COMMAND] = command
             # Hydra's argparse cannot take overrides after -m: `finetune task=x -m 'seed=range(3)'`.
             flags = [a for a in argv if a in ("-m", "--multirun")]
-            argv = flags + [quote_free_text(a) for a in argv if a not in flags]
+            overrides = [quote_free_text(a) for a in argv if a not in flags]
+            subdir = sweep_subdir([a for a in overrides if not a.startswith("-")]) if flags else None
+            argv = flags + overrides + ([subdir] if subdir else [])
             sys.argv = [sys.argv[0], *argv]  # argv[0] stays: DDP workers re-execute it
             _load(COMMANDS[command][0])()
             return 0
         return int(_load(COMMANDS[command][0])(argv) or 0)
     except CxlnetError as err:
-        print(f"cxlnet {command}: error: {err}", file=sys.stderr)
+        print(f"cxlnet {command}: error: {one_line(err)}", file=sys.stderr)
         return 2
 
 

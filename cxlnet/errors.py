@@ -18,21 +18,50 @@ class CxlnetError(Exception):
     """An error caused by the user's input or environment, reported as one line."""
 
 
-def atomic_write_with(path: str | Path, write: Callable[[BinaryIO], Any]) -> Path:
-    """Call `write(fh)` on a temporary file beside `path`, fsync it, then rename it into place."""
+def one_line(err: CxlnetError) -> str:
+    """The user's line of a CxlnetError, also when a DataLoader worker raised it: torch re-raises
+    it in the main process with the worker's traceback in the message."""
+    text = str(err)
+    if "Original Traceback" in text:
+        text = text.rstrip().splitlines()[-1].split(f"{type(err).__name__}: ", 1)[-1]
+    return text
+
+
+def _file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+# mkstemp creates files 0600; outputs get the mode an ordinary open() would give them.
+_FILE_MODE = _file_mode()
+
+
+def atomic_write_via(path: str | Path, write_to: Callable[[Path], Any]) -> Path:
+    """Call `write_to(tmp)` with a temporary path beside `path`, fsync it, then rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    os.chmod(tmp, _FILE_MODE)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
+        write_to(Path(tmp))
+        with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_write_with(path: str | Path, write: Callable[[BinaryIO], Any]) -> Path:
+    """Call `write(fh)` on a temporary file beside `path`, fsync it, then rename it into place."""
+    def write_to(tmp: Path) -> None:
+        with tmp.open("wb") as fh:
+            write(fh)
+
+    return atomic_write_via(path, write_to)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:

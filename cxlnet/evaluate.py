@@ -58,18 +58,25 @@ def read_inputs(cfg: DictConfig, fields: tuple[str, ...]) -> list[dict]:
         path = Path(pcfg.input)
         if not path.is_file():
             raise CxlnetError(f"{path}: file not found")
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as err:
+            raise CxlnetError(f"{path}: not valid UTF-8 (byte {err.start})") from None
         items = []
-        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        for lineno, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
             try:
                 item = json.loads(line)
             except json.JSONDecodeError as err:
                 raise CxlnetError(f"{path}:{lineno}:{err.colno}: malformed JSON: {err.msg}") from None
+            if not isinstance(item, dict):
+                raise CxlnetError(f"{path}:{lineno}: expected a JSON object")
             missing = [f for f in fields if not isinstance(item.get(f), str) or not item[f].strip()]
             if missing:
                 raise CxlnetError(f"{path}:{lineno}: missing {', '.join(missing)}")
-            items.append({"id": str(item.get("id", lineno)), **item})
+            # ids as strings (predictions are keyed by them); no id: the line number
+            items.append({**item, "id": str(lineno if item.get("id") in (None, "") else item["id"])})
         return items
     missing = [f for f in fields if not pcfg.get(f)]
     if missing:

@@ -11,10 +11,10 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig
 
 from cxlnet.errors import CxlnetError
-from cxlnet.paths import resolve_data_file
-from cxlnet.runs import hydra_job, model_loader, run_dir, show_config, sweep_dir
+from cxlnet.paths import resolve_data_file, resolve_data_files
+from cxlnet.runs import hydra_job, model_loader, run_dir, show_config, sweep_dir, sweep_group
 from cxlnet.text import Tokenizer
-from cxlnet.training import build_trainer, ensure_unfinished, write_metrics
+from cxlnet.training import build_trainer, close_loggers, ensure_unfinished, write_metrics
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ TASK_KINDS = {"classification": "cxlnet.classify", "span": "cxlnet.span.task"}
 def task_files(cfg: DictConfig, train: bool) -> dict:
     """The task's data files by split, resolved through `paths.data_dir` (train only when training)."""
     names = {"train": cfg.task.train_file if train else None, "dev": cfg.task.dev_file, "test": cfg.task.test_file}
-    files = {split: resolve_data_file(cfg.paths.data_dir, name) for split, name in names.items() if name}
+    files = resolve_data_files(cfg.paths.data_dir, {split: name for split, name in names.items() if name})
     log.info("data: %s", ", ".join(f"{split} {path}" for split, path in files.items()))
     return files
 
@@ -51,9 +51,8 @@ def finetune(cfg: DictConfig) -> dict[str, float]:
     _, module, data = build_task(cfg, out_dir)
     if cfg.model.compile:
         module.model = module.model.compile() or module.model
-    sweep = sweep_dir()
     trainer = build_trainer(
-        cfg, out_dir, group=sweep.name if sweep else None,
+        cfg, out_dir, group=sweep_group(cfg),
         max_epochs=cfg.task.epochs, max_steps=cfg.task.max_steps, num_sanity_val_steps=0,
         limit_val_batches=cfg.trainer.limit_val_batches if cfg.trainer.val_check_interval else 0,
     )
@@ -65,14 +64,13 @@ def finetune(cfg: DictConfig) -> dict[str, float]:
     if cfg.task.test_file:
         for result in eval_trainer.test(module, datamodule=data, verbose=False):
             metrics.update(result)
-    for logger in trainer.loggers:
-        logger.log_metrics(metrics, step=trainer.global_step)
-        logger.finalize("success")
+    close_loggers(trainer, metrics)
     if not trainer.is_global_zero:  # DDP workers re-run this script; only rank 0 writes results
         return metrics
     module.model.save_pretrained(out_dir / "model")
     path = write_metrics(out_dir, cfg, metrics, started)
     log.info("%s -> %s", ", ".join(f"{k} {v:.2f}" for k, v in sorted(metrics.items())), path)
+    sweep = sweep_dir()
     if sweep is not None:
         from cxlnet.sweep import aggregate
 

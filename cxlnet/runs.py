@@ -4,17 +4,28 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, read_write
 
-from cxlnet.errors import CxlnetError, atomic_write_text
+from cxlnet.errors import CxlnetError, atomic_write_text, one_line
 
 log = logging.getLogger(__name__)
+
+
+def _hydra_subdir(output_dir: str) -> str | None:
+    """`hydra.output_subdir` of the commands that finish with a metrics.json: `.hydra`, but none for
+    a directory whose run already finished, so a refused re-run cannot rewrite its record (Hydra
+    writes `.hydra/` before the job starts; the job itself then refuses to run)."""
+    return None if (Path(output_dir) / "metrics.json").exists() else ".hydra"
+
+
+OmegaConf.register_new_resolver("cxlnet.hydra_subdir", _hydra_subdir, replace=True)
 
 
 class CommandError(CompactHydraException):
@@ -33,13 +44,36 @@ def hydra_job(func):
         try:
             return func(cfg)
         except CxlnetError as err:
+            message = one_line(err)
             if sweep_dir() is not None:
-                log.error("%s", err)
-                raise CommandError(str(err)) from None
-            print(f"cxlnet {cfg.command}: error: {err}", file=sys.stderr)
+                log.error("%s", message)
+                raise CommandError(message) from None
+            print(f"cxlnet {cfg.command}: error: {message}", file=sys.stderr)
             raise SystemExit(2) from None
+        finally:
+            _end_distributed()
 
     return wrapper
+
+
+# Lightning's DDP launcher sets these in the launching process (and a cluster sets them for every
+# process before it starts): their values when this process started.
+_DIST_ENV = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+_DIST_ENV_AT_START = {name: os.environ.get(name) for name in _DIST_ENV}
+
+
+def _end_distributed() -> None:
+    """Tear down the process group after a job, and the launcher's environment: the next job of a
+    sweep (same process) must launch new DDP worker processes, not wait for the exited ones."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    for name, value in _DIST_ENV_AT_START.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def run_dir() -> Path:
@@ -50,6 +84,27 @@ def sweep_dir() -> Path | None:
     """The multirun directory holding this job, or None for a single run."""
     hydra_cfg = HydraConfig.get()
     return Path(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
+
+
+def sweep_group(cfg: DictConfig) -> str | None:
+    """The W&B group of a run in a sweep: task, model and the sweep directory's name (also for one
+    seed re-run into `SWEEP_DIR/seed=N`); None for a run outside any sweep."""
+    sweep = sweep_dir()
+    if sweep is None and (run_dir().parent / "multirun.yaml").is_file():
+        sweep = run_dir().parent
+    return None if sweep is None else f"{cfg.task.name}-{cfg.model.name}-{sweep.name}"
+
+
+def single_run_argv_for_workers() -> None:
+    """Lightning's DDP launcher re-executes `sys.argv` (plus `hydra.run.dir=<hydra.run.dir>`) for
+    every other process. Inside a sweep that would be the whole sweep again (`-m`, every seed)
+    writing into a new directory, so the workers get this job as a single run in its own directory."""
+    if sweep_dir() is None:
+        return
+    run = HydraConfig.get().run
+    with read_write(run):
+        run.dir = str(run_dir())
+    sys.argv = [sys.argv[0], *HydraConfig.get().overrides.task]
 
 
 def show_config(cfg: DictConfig, out_dir: Path) -> None:

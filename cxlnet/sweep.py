@@ -7,13 +7,12 @@ at any time (for instance after re-running one seed into `SWEEP_DIR/seed=N`).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
-from cxlnet.errors import CxlnetError, atomic_write_json
+from cxlnet.errors import CxlnetError, atomic_write_json, read_json
 
 
 def max_mean(values: list[float]) -> str:
@@ -26,10 +25,10 @@ def collect(sweep: Path) -> tuple[list[dict], list[str]]:
     for sub in sorted(p for p in sweep.iterdir() if p.is_dir()):
         metrics = sub / "metrics.json"
         if metrics.is_file():
-            try:
-                record = json.loads(metrics.read_text(encoding="utf-8"))
-            except json.JSONDecodeError as err:
-                raise CxlnetError(f"{metrics}:{err.lineno}:{err.colno}: malformed JSON: {err.msg}") from None
+            record = read_json(metrics)
+            scores = record.get("metrics") if isinstance(record, dict) else None
+            if not isinstance(scores, dict) or not all(isinstance(v, (int, float)) for v in scores.values()):
+                raise CxlnetError(f"{metrics}: not a cxlnet metrics file (needs \"metrics\": {{name: number}})")
             runs.append({"run": sub.name, **record})
         elif (sub / ".hydra").is_dir():
             failed.append(sub.name)

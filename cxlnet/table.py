@@ -101,7 +101,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--results", type=Path, default=None, help="default: <experiments dir>/results")
     parser.add_argument("--out", type=Path, default=None, help="default: <experiments dir>/RESULTS.md")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every row")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides before or after the options
     base = args.target if args.target.is_dir() else args.target.parent
     results = args.results or base / "results"
     tables = load_tables(args.target)

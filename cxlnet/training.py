@@ -96,9 +96,15 @@ def build_optimizer(opt_cfg: DictConfig, model: torch.nn.Module, total_steps: in
 class TrainModule(pl.LightningModule):
     """Base LightningModule: XLNet's optimizer, schedule, clipping and layer-wise gradient decay."""
 
+    # Parameters the task's forward never reads, frozen: DDP requires every trainable parameter to
+    # get a gradient, and an optimizer skips a parameter without one anyway.
+    unused_parameters: tuple[str, ...] = ()
+
     def __init__(self, model: torch.nn.Module, optimizer_cfg: DictConfig):
         super().__init__()
         self.model = model
+        for name in self.unused_parameters:
+            model.get_parameter(name).requires_grad_(False)
         self.optimizer_cfg = optimizer_cfg
         self._grad_scales: dict[str, float] | None = None
         if optimizer_cfg.layer_decay != 1.0 and optimizer_cfg.layer_decay_mode == "grad":
@@ -148,9 +154,15 @@ def build_trainer(cfg: DictConfig, run_dir: Path, group: str | None, **overrides
     """A Trainer for the chosen `hardware` and `logger`, with the rich progress bar."""
     from pytorch_lightning.callbacks import LearningRateMonitor, RichProgressBar
 
+    from cxlnet.runs import single_run_argv_for_workers
+
     hw = cfg.hardware
     if hw.accelerator == "tpu":
         require_torch_xla()
+    if hw.accelerator == "gpu" and not torch.cuda.is_available():
+        raise CxlnetError("hardware=gpu: no CUDA GPU is visible to torch (torch.cuda.is_available() is False); "
+                          "use hardware=cpu, or install a CUDA build of torch")
+    single_run_argv_for_workers()
     loggers = build_loggers(cfg, run_dir, group)
     callbacks = [RichProgressBar(leave=True)] if cfg.trainer.enable_progress_bar else []
     if loggers:
@@ -177,6 +189,48 @@ def build_trainer(cfg: DictConfig, run_dir: Path, group: str | None, **overrides
     )
     kwargs.update(overrides)
     return pl.Trainer(**kwargs)
+
+
+def close_loggers(trainer: pl.Trainer, metrics: dict[str, float]) -> None:
+    """Log the final metrics and close the loggers. A W&B run is finished explicitly: Lightning's
+    finalize leaves it open, and the next seed of a sweep (same process) would log into it."""
+    from pytorch_lightning.loggers import WandbLogger
+
+    for logger in trainer.loggers:
+        logger.log_metrics(metrics, step=trainer.global_step)
+        logger.finalize("success")
+        if isinstance(logger, WandbLogger):
+            logger.experiment.finish()
+
+
+def per_device_batch(global_batch: int, trainer: pl.Trainer | None) -> int:
+    """`task.batch_size` is the batch of one optimizer step over all devices (Chinese-XLNet's 16 and
+    48): each process loads global / (processes x accumulate_grad_batches) examples per micro-batch."""
+    if trainer is None:
+        return int(global_batch)
+    parts = int(trainer.world_size) * int(trainer.accumulate_grad_batches)
+    if global_batch % parts:
+        raise CxlnetError(f"task.batch_size {global_batch} is not divisible by {trainer.world_size} processes x "
+                          f"accumulate_grad_batches {trainer.accumulate_grad_batches}")
+    return global_batch // parts
+
+
+class TaskData(pl.LightningDataModule):
+    """Base of the fine-tuning data modules: seeded loaders; the training loader's micro-batch is
+    the task's global batch split over processes and accumulation steps."""
+
+    def __init__(self, task_cfg: DictConfig, num_workers: int, seed: int):
+        super().__init__()
+        self.cfg = task_cfg
+        self.num_workers = num_workers
+        self.seed = seed
+
+    def loader(self, dataset, shuffle: bool) -> torch.utils.data.DataLoader:
+        batch = per_device_batch(self.cfg.batch_size, self.trainer) if shuffle else self.cfg.eval_batch_size
+        return torch.utils.data.DataLoader(
+            dataset, batch_size=batch, shuffle=shuffle, drop_last=shuffle, num_workers=self.num_workers,
+            generator=torch.Generator().manual_seed(self.seed),
+        )
 
 
 def require_torch_xla() -> None:

@@ -49,7 +49,9 @@ def test_chnsenticorp_carries_chinese_xlnet_hyperparameters():
 def test_command_line_beats_task_recipe():
     cfg = compose_finetune("task=chnsenticorp", "optimizer.optim.lr=5e-5", "optimizer=adamw_llrd")
     assert cfg.optimizer.optim.lr == 5e-5
-    assert cfg.optimizer.layer_decay == 0.75
+    assert (cfg.optimizer.layer_decay, cfg.optimizer.layer_decay_mode) == (0.75, "lr")
+    span = compose_finetune("task=cmrc2018")  # XLNet's own variant: scaled gradients
+    assert (span.optimizer.layer_decay, span.optimizer.layer_decay_mode) == (0.75, "grad")
 
 
 def test_seeds10_sweeps_ten_seeds():

@@ -96,6 +96,12 @@ def test_aggregate_recovers_a_sweep_with_a_failed_seed(small, tmp_path):
     assert summary["failed"] == ["seed=2"]
     assert summary["metrics"]["dev/acc"]["formatted"] == "91.0 (90.5)"
     assert "seed=2" in proc.stdout and "91.0 (90.5)" in proc.stdout
+    for broken in ('[1, 2]', '{"seed": 3}', '{"metrics": {"dev/acc": "high"}}', '{"metrics": '):
+        (sweep / "seed=3").mkdir(exist_ok=True)
+        (sweep / "seed=3" / "metrics.json").write_text(broken)
+        proc = cxlnet("aggregate", str(sweep), cwd=tmp_path, check=False)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert f"{sweep / 'seed=3' / 'metrics.json'}:" in proc.stderr
 
 
 def test_finished_run_is_never_overwritten(small):
@@ -118,28 +124,35 @@ def one_line_error(proc: subprocess.CompletedProcess) -> str:
     return errors[0]
 
 
-@pytest.mark.parametrize("case", ["no_tab", "bad_label", "missing_file", "missing_spiece", "bad_pretrained", "bad_group"])
+CASES = ["no_tab", "bad_label", "not_utf8", "missing_file", "missing_spiece", "bad_pretrained", "bad_group", "no_gpu"]
+
+
+@pytest.mark.parametrize("case", CASES)
 def test_bad_input_gets_one_clear_line(small, tmp_path, case):
     bad = tmp_path / "train.tsv"
     overrides = {
         "no_tab": [f"task.train_file={bad}"],
         "bad_label": [f"task.train_file={bad}"],
+        "not_utf8": [f"task.train_file={bad}"],
         "missing_file": [f"task.train_file={tmp_path / 'nope.tsv'}"],
         "missing_spiece": [f"model.spiece_model={tmp_path / 'nope.model'}"],
         "bad_pretrained": [f"model.pretrained={tmp_path / 'no-weights'}"],
         "bad_group": ["model=huge"],
+        "no_gpu": ["hardware=gpu"],  # with CUDA_VISIBLE_DEVICES empty: no GPU even where there is one
     }[case]
-    bad.write_text("label\ttext_a\n1\tgood\n" + ("0 no tab here\n" if case == "no_tab" else "2\tbad label\n"))
+    third = {"no_tab": b"0 no tab here\n", "not_utf8": b"1\t\xff\xfe bad\n"}.get(case, b"2\tbad label\n")
+    bad.write_bytes(b"label\ttext_a\n1\tgood\n" + third)
     proc = cxlnet("finetune", *small["overrides"], *overrides, f"hydra.run.dir={tmp_path / 'run'}",
-                  cwd=tmp_path, check=False)
+                  cwd=tmp_path, check=False, env={"CUDA_VISIBLE_DEVICES": ""})
     if case == "bad_group":  # Hydra's own message (it lists the available options) is the one shown
         assert proc.returncode != 0 and "Traceback" not in proc.stderr
         assert "Could not find 'model/huge'" in proc.stderr and "tiny" in proc.stderr
         return
     message = one_line_error(proc)
     expected = {
-        "no_tab": f"{bad}:3: no tab", "bad_label": f"{bad}:3: label '2'", "missing_file": "nope.tsv: ",
-        "missing_spiece": "nope.model: ", "bad_pretrained": "no-weights: no such file",
+        "no_tab": f"{bad}:3: no tab", "bad_label": f"{bad}:3: label '2'", "not_utf8": f"{bad}:3: not valid UTF-8",
+        "missing_file": "nope.tsv: ", "missing_spiece": "nope.model: ", "bad_pretrained": "no-weights: no such file",
+        "no_gpu": "hardware=gpu: no CUDA GPU",
     }[case]
     assert expected in message, message
 
@@ -157,18 +170,47 @@ def test_read_tsv_keeps_quotes_and_skips_header(tmp_path):
 def test_cli_help_lists_commands_and_groups(tmp_path):
     top = cxlnet("--help", cwd=tmp_path)
     assert "finetune" in top.stdout and "aggregate" in top.stdout
+    unknown = cxlnet("fientune", cwd=tmp_path, check=False)
+    assert unknown.returncode == 2 and "unknown command 'fientune'" in unknown.stderr
     groups = cxlnet("finetune", "--help", cwd=tmp_path)
     for group in ("model:", "task:", "hardware:", "optimizer:", "logger:", "sweep:", "experiment:"):
         assert group in groups.stdout
     job = cxlnet("finetune", "model=mid", "hardware=gpu", "task=chnsenticorp", "--cfg", "job", cwd=tmp_path)
-    for text in ("batch_size: 48", "max_seq_length: 256", "lr: 2.0e-05", "epochs: 3", "n_layer" if False else "size: mid"):
+    for text in ("batch_size: 48", "max_seq_length: 256", "lr: 2.0e-05", "epochs: 3", "size: mid"):
         assert text in job.stdout
 
 
 def test_wandb_offline_needs_no_network(small, tmp_path):
-    run = tmp_path / "wandb-run"
+    """A two-seed sweep with W&B offline: one run per seed, named by task/model/seed, in one group,
+    and nothing reaches the network."""
+    sweep = tmp_path / "wandb-sweep"
     # A dead local address: any attempt to reach W&B's servers would fail the run.
-    cxlnet("finetune", *small["overrides"], "logger=wandb", "seed=5", f"hydra.run.dir={run}", cwd=tmp_path,
+    cxlnet("finetune", *small["overrides"], "logger=wandb", f"hydra.sweep.dir={sweep}", "-m", "seed=0,1", cwd=tmp_path,
            env={"WANDB_MODE": "offline", "WANDB_BASE_URL": "http://127.0.0.1:9", "WANDB_API_KEY": ""})
-    offline = list((run / "wandb").glob("offline-run-*/run-*.wandb"))
-    assert len(offline) == 1 and (run / "metrics.json").is_file()
+    for seed in (0, 1):
+        run = sweep / f"seed={seed}"
+        (offline,) = run.glob("wandb/offline-run-*/run-*.wandb")  # its own run, not seed 0's reused
+        data = offline.read_bytes()
+        assert f"chnsenticorp-tiny-seed{seed}".encode() in data
+        assert f"chnsenticorp-tiny-{sweep.name}".encode() in data  # the sweep's group
+        assert (run / "metrics.json").is_file()
+
+
+@pytest.mark.slow
+def test_ddp_seed_sweep(small, tmp_path):
+    """Two CPU processes (DDP over gloo) per seed, two seeds in one sweep: each job launches its own
+    workers (no second sweep from the re-executed command line), the global batch stays the
+    recipe's, and accuracy counts each of the 33 dev examples once despite the sampler's padding."""
+    dev = tmp_path / "dev33.tsv"
+    dev.write_text("".join(SAMPLE_DEV.read_text(encoding="utf-8").splitlines(keepends=True)[:34]), encoding="utf-8")
+    runs = tmp_path / "runs"
+    proc = cxlnet("finetune", *small["overrides"], f"task.dev_file={dev}", f"paths.output_dir={runs}",
+                  "hardware.devices=2", "hardware.strategy=ddp", "-m", "seed=0,1", cwd=tmp_path)
+    (sweep,) = runs.glob("chnsenticorp/tiny/sweep_*")  # one sweep directory, not one per process
+    assert proc.stdout.count("Launching 2 jobs") == 1
+    for seed in (0, 1):
+        acc = json.loads((sweep / f"seed={seed}" / "metrics.json").read_text())["metrics"]["dev/acc"]
+        assert acc * 33 / 100 == pytest.approx(round(acc * 33 / 100), abs=1e-2), acc
+    assert proc.stdout.count("optimizer: adamw lr 1.00e-03, 4 steps") + proc.stderr.count(
+        "optimizer: adamw lr 1.00e-03, 4 steps") >= 2  # 64 examples / global batch 16, on 2 processes
+    assert json.loads((sweep / "summary.json").read_text())["metrics"]["dev/acc"]["n"] == 2

@@ -118,6 +118,46 @@ def test_bf16_forward_with_padding_is_finite():
     assert out.logits.dtype == torch.bfloat16 and torch.isfinite(out.logits).all()
 
 
+@pytest.mark.parametrize("overrides, inputs", [
+    ({}, {"pad", "seg"}),
+    ({"mem_len": 4, "bi_data": True}, {"seg", "perm", "mems"}),
+    ({"attn_type": "uni"}, {"seg"}),
+])
+def test_sdpa_path_matches_the_cpu_path(overrides, inputs, monkeypatch):
+    """The GPU kernel path (SDPA with the position/segment/mask bias) run on the CPU: same outputs
+    and gradients as the written-out CPU path, and finite under bf16 autocast."""
+    from cxlnet.model.model import RelativeAttention
+
+    torch.manual_seed(0)
+    m = XLNetLMHeadModel(tiny(dropout=0.0, **overrides)).train()  # train mode: SDPA gets dropout_p 0
+    x, labels = two_stream_batch(B=4)
+    if "perm" not in inputs:
+        x = {k: v for k, v in x.items() if k not in ("perm_mask", "target_mapping")}
+        labels = x["input_ids"]
+    if "seg" not in inputs:
+        del x["token_type_ids"]
+    if "pad" in inputs:
+        x["attention_mask"] = torch.tensor([[0, 0, 1, 1, 1, 1, 1, 1]] + [[1] * 8] * 3)
+    if "mems" in inputs:
+        x["mems"] = [torch.randn(4, 4, 64) for _ in range(2)]
+    results = {}
+    for use_sdpa in (False, True):
+        monkeypatch.setattr(RelativeAttention, "use_sdpa", use_sdpa)
+        m.zero_grad()
+        out = m(**x, labels=labels)
+        out.loss.backward()
+        results[use_sdpa] = out.logits.detach(), {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
+    (a, grads_a), (b, grads_b) = results[False], results[True]
+    assert (a - b).abs().max() < 1e-5
+    assert grads_a.keys() == grads_b.keys() and len(grads_a) >= 10
+    for n, g in grads_a.items():
+        assert torch.allclose(g, grads_b[n], atol=1e-5), n
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        low = m(**x).logits
+    assert low.dtype == torch.bfloat16 and torch.isfinite(low).all()
+    assert (low.float() - a).abs().max() < 0.1 * a.abs().max()
+
+
 # ----------------------------------------------------------------------------- training
 def test_two_stream_lm_loss_falls():
     torch.manual_seed(0)
@@ -156,6 +196,26 @@ def test_torch_compile_matches_eager():
     with torch.no_grad():
         ref, out = m(**x), compiled(**x)
     assert torch.allclose(ref.last_hidden_state, out.last_hidden_state, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_inductor_training_step_matches_eager():
+    """The real compiler (inductor, C++ on the CPU): a two-stream training step with memory gives
+    the eager loss and gradients. Slow: compiling forward + backward takes minutes on 2 cores."""
+    x, labels = two_stream_batch()
+    results = []
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        m = XLNetLMHeadModel(tiny(mem_len=4, dropout=0.0))
+        run = torch.compile(m, fullgraph=True) if compiled else m
+        loss = run(**x, labels=labels).loss
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad for n, p in m.named_parameters() if p.grad is not None}))
+    (eager_loss, eager_grads), (loss, grads) = results
+    assert torch.allclose(loss, eager_loss, atol=1e-5)
+    assert grads.keys() == eager_grads.keys()
+    for n, g in grads.items():
+        assert torch.allclose(g, eager_grads[n], atol=1e-4), n
 
 
 def test_classification_head_loss():

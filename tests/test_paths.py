@@ -134,3 +134,26 @@ def test_hub_names_resolve_to_the_download_cache(tmp_path, monkeypatch):
         resolve_pretrained("hfl/chinese-xlnet-mid")
     (tmp_path / "pretrained" / "hfl-chinese-xlnet-mid").mkdir(parents=True)
     assert resolve_pretrained("hfl/chinese-xlnet-mid") == tmp_path / "pretrained" / "hfl-chinese-xlnet-mid"
+
+
+def test_explicit_dir_beats_a_same_named_file_in_the_working_directory(tmp_path):
+    put(tmp_path, REL, "cwd")  # the fixture's working directory is tmp_path
+    mine = put(tmp_path / "data", REL, "mine")
+    assert paths.resolve_data_file(str(tmp_path / "data"), REL) == mine
+
+
+def test_a_tasks_files_come_from_one_place(tmp_path):
+    """A cache holding only a full DRCD dev set must not be paired with the sample's train set
+    (which is cut from that dev set): both come from the sample, or it is an error."""
+    put(tmp_path / "cache", "drcd/dev.json")
+    names = {"train": "drcd/train.json", "dev": "drcd/dev.json"}
+    got = paths.resolve_data_files("auto", names)
+    assert got == {k: paths.sample_dir() / v for k, v in names.items()}
+    put(tmp_path / "cache", "drcd/train.json")
+    assert paths.resolve_data_files("auto", names) == {k: tmp_path / "cache" / v for k, v in names.items()}
+    with pytest.raises(CxlnetError) as err:  # the sample has no DRCD test set, the cache no train set
+        (tmp_path / "cache" / "drcd/train.json").unlink()
+        paths.resolve_data_files("auto", {**names, "test": "drcd/test.json"})
+    msg = str(err.value)
+    assert "not found together" in msg and str(tmp_path / "cache" / "drcd/train.json") in msg
+    assert str(paths.sample_dir() / "drcd/test.json") in msg and "\n" not in msg

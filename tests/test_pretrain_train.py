@@ -139,6 +139,32 @@ def test_resume_continues_the_same_loss_curve(work, straight):
     assert again.returncode != 0 and "already finished" in again.stderr
 
 
+def test_resume_with_other_data_is_refused(work):
+    """The checkpoint records what fixes the stream; resuming it on other data is one clear line."""
+    args = train_args(work, "other-data")
+    cxlnet_proc(*args, "train.stop_after=2", cwd=work["root"])
+    proc = cxlnet_proc(*args, "data.num_predict=5", cwd=work["root"], check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "trained on other data (num_predict 6 -> 5)" in proc.stderr, proc.stderr
+
+
+@pytest.mark.slow
+def test_ddp_resume_restores_every_ranks_memory(work):
+    """Two CPU processes (DDP over gloo), one row slice and one memory each: a run stopped after 3
+    steps and resumed gives the straight run's loss curve, so rank 1's memory was saved too."""
+    ddp = ["hardware.devices=2", "hardware.strategy=ddp", "train.max_steps=6"]
+    cxlnet_proc(*train_args(work, "ddp-straight", *ddp), cwd=work["root"])
+    args = train_args(work, "ddp-resumed", *ddp)
+    cxlnet_proc(*args, "train.stop_after=3", cwd=work["root"])
+    ckpt = torch.load(work["runs"] / "pretrain" / "ddp-resumed" / "checkpoints" / "last.ckpt", map_location="cpu",
+                      weights_only=True)
+    assert sorted(ckpt["cxlnet_pretrain"]["mems"]) == [0, 1]
+    cxlnet_proc(*args, cwd=work["root"])
+    straight = losses_of(work["runs"] / "pretrain" / "ddp-straight")
+    assert len(straight) == 6
+    assert losses_of(work["runs"] / "pretrain" / "ddp-resumed") == pytest.approx(straight, rel=1e-6, abs=1e-7)
+
+
 def test_export_loads_in_transformers(work, straight, capsys):
     transformers = pytest.importorskip("transformers")
     out = work["root"] / "exported"
@@ -235,8 +261,35 @@ def test_train_bad_input(work, capsys, tmp_path):
     assert "vocab size 100 differs from the tokenizer's 32000" in message, message
     rc, err = cxlnet_inproc(capsys, "train", *base, f"data.store={tmp_path / 'nostore'}")
     assert "nostore" in error_line(rc, err)
+    # raised inside a data-loader worker process: still the one line, not the worker's traceback
+    rc, err = cxlnet_inproc(capsys, "train", *base, f"data.store={work['store']}", "data.num_workers=1",
+                            "data.bsz=512", "data.seq_len=512", "data.reuse_len=256", "data.perm_size=256",
+                            "run_name=worker-error")
+    message = error_line(rc, err)
+    assert "corpus too small" in message and "DataLoader worker" not in message, message
     rc, err = cxlnet_inproc(capsys, "export", str(tmp_path), str(tmp_path / "out"))
     assert "checkpoints/last.ckpt" in error_line(rc, err)
+
+
+def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
+    """A checkpoint write that dies half-way leaves the previous checkpoint intact and no stray file."""
+    from cxlnet.pretrain.commands import atomic_checkpoint_io
+
+    io = atomic_checkpoint_io("cpu")
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"step": 1, "w": torch.ones(3)}, path)
+    real_save = torch.save
+
+    def dies_half_way(obj, f, *args, **kwargs):
+        real_save({"step": "partial"}, f, *args, **kwargs)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", dies_half_way)
+    with pytest.raises(OSError, match="disk full"):
+        io.save_checkpoint({"step": 2, "w": torch.zeros(3)}, path)
+    monkeypatch.setattr(torch, "save", real_save)
+    assert torch.load(path, weights_only=True)["step"] == 1
+    assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]
 
 
 def test_adam_weight_decay_matches_xlnet_formula():

@@ -51,24 +51,34 @@ def test_predict_answers_from_the_command_line_and_jsonl(finetuned, tmp_path):
                   "predict.question=北京是哪个国家的首都？", f"predict.context={context}", cwd=tmp_path)
     assert "北京是哪个国家的首都？" in proc.stdout
     jsonl = tmp_path / "qs.jsonl"
-    jsonl.write_text(json.dumps({"id": "q1", "question": "北京位于哪里？", "context": context}, ensure_ascii=False) + "\n")
+    questions = [{"id": "q1", "question": "北京位于哪里？", "context": context},
+                 {"id": 5, "question": "首都是哪里？", "context": context},  # a number: kept as "5"
+                 {"question": "北京是什么？", "context": context}]  # no id: its line number
+    jsonl.write_text("".join(json.dumps(q, ensure_ascii=False) + "\n" for q in questions))
     out = tmp_path / "answers.jsonl"
     cxlnet("predict", "model=tiny", "task=cmrc2018", "task.max_seq_length=128", f"model.pretrained={finetuned}",
            f"predict.input={jsonl}", f"predict.output={out}", cwd=tmp_path)
-    row = json.loads(out.read_text())
-    assert row["id"] == "q1" and row["answer"] in context and 0 < row["score"] <= 1
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["q1", "5", "3"]
+    for row in rows:
+        assert row["answer"] in context and 0 < row["score"] <= 1
+    assert any(row["answer"] for row in rows)  # the decoder gives spans, not only the empty fallback
 
 
-@pytest.mark.parametrize("case", ["malformed", "no_id", "no_pretrained"])
+@pytest.mark.parametrize("case", ["malformed", "no_id", "no_pretrained", "empty_contexts", "bad_stride"])
 def test_span_bad_input_is_one_line(tmp_path, case):
     bad = tmp_path / "train.json"
     bad.write_text({"malformed": '{"data": [\n  {"paragraphs": oops}]}',
                     "no_id": json.dumps({"data": [{"paragraphs": [{"context": "abc", "qas": [
                         {"question": "q", "answers": [{"text": "a", "answer_start": 0}]}]}]}]}),
-                    "no_pretrained": "{}"}[case])
+                    "empty_contexts": json.dumps({"data": [{"paragraphs": [{"context": " ", "qas": [
+                        {"id": "a", "question": "q", "answers": [{"text": "a", "answer_start": 0}]}]}]}]}),
+                    }.get(case, "{}"))
     command = "eval" if case == "no_pretrained" else "finetune"
-    proc = cxlnet(command, *TINY, f"task.train_file={bad}", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path,
+    extra = ["task.doc_stride=0"] if case == "bad_stride" else []
+    proc = cxlnet(command, *TINY, f"task.train_file={bad}", *extra, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path,
                   check=False)
     expected = {"malformed": f"{bad}:2:18: malformed JSON", "no_id": "question 0: question has no 'id'",
-                "no_pretrained": "needs model.pretrained="}[case]
+                "no_pretrained": "needs model.pretrained=", "empty_contexts": f"{bad}: no question gives a feature",
+                "bad_stride": "doc_stride >= 1"}[case]
     assert expected in one_line_error(proc)

@@ -124,10 +124,19 @@ def test_oracle_round_trip_over_windows(tiny_tok):
     ctx = "".join(rnd.choice(chars) for _ in range(300))
     exs = [SpanExample(f"q{s}", "问题", ctx, [{"text": ctx[s : s + 5], "answer_start": s}], s, ctx[s : s + 5])
            for s in range(0, 290, 7)]
-    feats, _ = convert_examples(exs, tiny_tok, SpanConfig(max_seq_length=48, doc_stride=12))
+    feats, _ = convert_examples(exs, tiny_tok, SpanConfig(max_seq_length=48, doc_stride=12, max_query_length=16))
     preds, _ = decode(exs, feats, oracle_results(feats), max_answer_length=100)
+    # The original's decoder can use a window only where the answer lies inside it, ends before the
+    # window's last paragraph token and starts at a max-context token; there it must get the answer
+    # exactly, elsewhere it has nothing to give.
+    usable = {ex.qid: False for ex in exs}
+    for f, e in enumerate(feats.example_index.tolist()):
+        s, t = int(feats.start_positions[f]), int(feats.end_positions[f])
+        inside = not feats.is_impossible[f] and t < feats.paragraph_len[f] - 1
+        usable[exs[e].qid] |= bool(inside and feats.token_is_max_context[f, s])
+    assert len(feats) > len(exs) and sum(usable.values()) >= 0.8 * len(exs)
     for ex in exs:
-        assert ex.answer_text in preds[ex.qid] or preds[ex.qid] == ""
+        assert preds[ex.qid] == (ex.answer_text if usable[ex.qid] else ""), ex.qid
 
 
 # ------------------------------------------------------------------ oracle on the real files

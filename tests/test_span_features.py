@@ -239,7 +239,64 @@ def test_mismatch_is_counted_and_question_skipped(tiny_tok):
     assert len(feats) == 0 and st.mismatch_paragraphs == 1 and st.mismatch_questions == 1
 
 
+def test_mismatch_threshold_is_eighty_percent_of_the_raw_chars(tiny_tok):
+    """`㎡` becomes `m2` under NFKD, so it never aligns char for char: a paragraph with 30% of them
+    aligns ~70% of its characters (a MISMATCH), one with 10% ~90% (aligned)."""
+    rnd = random.Random(1)
+
+    def paragraph(share):
+        return "".join("㎡" if rnd.random() < share else rnd.choice(_CHARS) for _ in range(200))
+
+    for share, mismatch in ((0.3, True), (0.1, False)):
+        (para,) = tokenize_paragraphs([paragraph(share)], tiny_tok)
+        assert 0.55 * 200 < para.score < 0.95 * 200
+        assert para.mismatch == mismatch, (share, para.score)
+
+
+def test_answer_without_a_token_span_is_counted(tiny_tok):
+    """An answer made only of a character NFKD removes (a lone combining mark) maps to no token
+    span (the original asserts): skipped and counted in training, no label in evaluation."""
+    data = {"data": [{"paragraphs": [{"context": "北京和\u0301上海都是大城市", "qas": [
+        {"id": "q", "question": "什么？", "answers": [{"text": "\u0301", "answer_start": 3}]}]}]}]}
+    exs, _ = parse_squad(data)
+    feats, st = convert_examples(exs, tiny_tok, is_training=True)
+    assert len(feats) == 0 and st.unmappable_answers == 1
+    feats, st = convert_examples(exs, tiny_tok, is_training=False)
+    assert len(feats) == 1 and st.unmappable_answers == 1 and feats.is_impossible[0]
+
+
+def test_impossible_questions_train_on_cls(tiny_tok):
+    """SQuAD 2.0's `is_impossible`: the original trains every window of the question at <cls>."""
+    data = {"data": [{"paragraphs": [{"context": "中国人民大学", "qas": [
+        {"id": "q", "question": "问", "answers": [], "is_impossible": True}]}]}]}
+    feats, st = convert_examples(parse_squad(data)[0], tiny_tok, is_training=True)
+    assert len(feats) == 1 and st.impossible_questions == 1 and st.untrainable_skipped == 0
+    assert feats.start_positions[0] == feats.end_positions[0] == feats.cls_index[0] and feats.is_impossible[0]
+
+
+def test_bad_window_settings_are_errors_not_hangs(tiny_tok):
+    from cxlnet.errors import CxlnetError
+
+    with pytest.raises(CxlnetError, match="doc_stride >= 1"):
+        SpanConfig(doc_stride=0)
+    with pytest.raises(ValueError):
+        doc_spans(10, 0, 4)
+    ex = SpanExample("long-q", "，".join(map(str, range(40))), "中国人民大学", [], -1, "")
+    with pytest.raises(CxlnetError, match="question long-q: .* query tokens leave no room"):
+        convert_examples([ex], tiny_tok, SpanConfig(max_seq_length=64, max_query_length=64))
+
+
 # ------------------------------------------------------------------ windows and layout
+
+
+def test_max_context_ties_and_the_length_term():
+    """`_check_is_max_context`: score min(left, right) + 0.01 * span length; the first span wins ties."""
+    # token 5: span (0, 9) scores min(5, 3) + 0.09, span (2, 11) min(3, 7) + 0.11: the longer one
+    first, second = max_context_masks([(0, 9), (2, 11)])
+    assert not first[5] and second[5 - 2]
+    # token 5: spans (0, 10) and (1, 10) both score min(5, 4) = min(4, 5) = 4 + 0.1: the first keeps it
+    first, second = max_context_masks([(0, 10), (1, 10)])
+    assert first[5] and not second[5 - 1]
 
 
 def test_doc_spans_and_max_context():
@@ -273,6 +330,8 @@ def test_feature_layout_windows_and_labels_on_long_paragraph(tiny_tok):
     n_tok = len(tiny_tok.pieces(ctx))
     spans = doc_spans(n_tok, 64 - len(q_ids) - 3, 16)
     assert len(feats) == 3 * len(spans) > 3
+    # every window but the last holds exactly max_seq_length - question - 3 paragraph tokens
+    assert feats.paragraph_len[: len(spans) - 1].tolist() == [64 - len(q_ids) - 3] * (len(spans) - 1)
     assert feats.input_ids.shape == (len(feats), 64) and feats.input_ids.dtype == np.int32
     assert feats.unique_ids.tolist() == list(range(UNIQUE_ID_START, UNIQUE_ID_START + len(feats)))
     para_ids = tiny_tok.encode(ctx)
@@ -345,4 +404,3 @@ def test_convert_full_cmrc_train_counts(full_data_dir):
     assert st.mismatch_paragraphs == 0 and st.untrainable_skipped == 0
     assert len(feats) == st.features > 10142
     assert feats.input_ids.shape == (len(feats), 512)
-    assert st.seconds < 60

@@ -57,3 +57,21 @@ def test_bad_table_is_one_line(tmp_path):
     (tmp_path / "bad.yaml").write_text("title: x\ncolumns: {}\nrows: [{name: r, sweep: seeds3}]\n")
     with pytest.raises(CxlnetError, match=r"bad.yaml: row 0: unknown keys \['sweep'\]"):
         load_tables(tmp_path)
+
+
+def test_shipped_rows_take_weights_from_the_presets_and_fill_every_column():
+    """The rows name no environment variable of their own (the presets fall back to the download
+    cache), and every declared column has a row setting that can fill it."""
+    for table_id, spec in load_tables(REPO / "experiments"):
+        for row in spec["rows"]:
+            assert not any("oc.env" in o for o in row["overrides"]), (table_id, row["name"])
+            if "test" in spec["columns"]:
+                assert any(o.startswith("task.test_file=") for o in row["overrides"]), (table_id, row["name"])
+
+
+def test_run_accepts_overrides_after_options(tmp_path, capsys):
+    spec = tmp_path / "t.yaml"
+    spec.write_text("title: T\ncolumns: {dev: [dev/acc]}\nrows:\n  - {name: R, overrides: [], seeds: 1}\n")
+    fake_run(tmp_path / "res" / "t" / "r", 0, 90.0)
+    assert main(["run", str(spec), "--results", str(tmp_path / "res"), "hardware=cpu"]) == 0
+    assert "all seeds finished" in capsys.readouterr().out

@@ -10,12 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from cxlnet.errors import CxlnetError
 from cxlnet.text import CLS_ID, SEP_ID, UNK_ID, Tokenizer
+from cxlnet.training import TaskData
 
 SEG_A, SEG_CLS, SEG_PAD = 0, 2, 4  # XLNet's classifier segment ids (SEG_ID_A, SEG_ID_CLS, SEG_ID_PAD)
 
@@ -34,9 +34,15 @@ def read_tsv(path: Path, num_labels: int = 2) -> list[Example]:
         raise CxlnetError(f"{path}: data file not found")
     labels = {str(i): i for i in range(num_labels)}
     examples = []
-    with path.open(encoding="utf-8", newline="\n") as fh:
+    with path.open("rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
-            line = raw.rstrip("\r\n")
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as err:
+                raise CxlnetError(f"{path}:{lineno}: not valid UTF-8 (byte {raw[err.start]:#04x} at column "
+                                  f"{err.start + 1})") from None
+            if lineno == 1:
+                line = line.removeprefix("\ufeff")
             if lineno == 1 and line.startswith("label"):
                 continue
             if not line.strip():
@@ -53,7 +59,7 @@ def read_tsv(path: Path, num_labels: int = 2) -> list[Example]:
 
 
 def encode_examples(examples: list[Example], tokenizer: Tokenizer, max_seq_length: int) -> TensorDataset:
-    """Left-padded `text <sep> <cls>` features: (input_ids, token_type_ids, input_mask, labels)."""
+    """Left-padded `text <sep> <cls>` features: (input_ids, token_type_ids, input_mask, labels, index)."""
     n = len(examples)
     input_ids = torch.full((n, max_seq_length), UNK_ID, dtype=torch.long)
     token_type_ids = torch.full((n, max_seq_length), SEG_PAD, dtype=torch.long)
@@ -66,17 +72,16 @@ def encode_examples(examples: list[Example], tokenizer: Tokenizer, max_seq_lengt
         token_type_ids[row, -1] = SEG_CLS
         input_mask[row, start:] = 0.0
     labels = torch.tensor([e.label for e in examples], dtype=torch.long)
-    return TensorDataset(input_ids, token_type_ids, input_mask, labels)
+    # The example's index lets evaluation count every example once when a distributed sampler
+    # pads the processes' shares with repeats.
+    return TensorDataset(input_ids, token_type_ids, input_mask, labels, torch.arange(n))
 
 
-class ClassificationData(pl.LightningDataModule):
+class ClassificationData(TaskData):
     def __init__(self, files: dict[str, Path | None], tokenizer: Tokenizer, task_cfg, num_workers: int, seed: int):
-        super().__init__()
+        super().__init__(task_cfg, num_workers, seed)
         self.files = files
         self.tokenizer = tokenizer
-        self.cfg = task_cfg
-        self.num_workers = num_workers
-        self.seed = seed
         self.splits: dict[str, TensorDataset] = {}
 
     def setup(self, stage: str | None = None) -> None:
@@ -88,18 +93,11 @@ class ClassificationData(pl.LightningDataModule):
                 examples = examples[: self.cfg.max_train_examples]
             self.splits[split] = encode_examples(examples, self.tokenizer, self.cfg.max_seq_length)
 
-    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(
-            self.splits[split], batch_size=batch_size, shuffle=shuffle, drop_last=shuffle,
-            num_workers=self.num_workers, generator=generator,
-        )
-
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.cfg.batch_size, shuffle=True)
+        return self.loader(self.splits["train"], shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("dev", self.cfg.eval_batch_size, shuffle=False)
+        return self.loader(self.splits["dev"], shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", self.cfg.eval_batch_size, shuffle=False)
+        return self.loader(self.splits["test"], shuffle=False)

@@ -149,6 +149,10 @@ def _glorot_uniform_(p: Tensor) -> None:
 class RelativeAttention(nn.Module):
     """Two-stream relative multi-head attention + output projection + residual + LayerNorm."""
 
+    # Which attention kernel: True = SDPA (the fused GPU path), False = the written-out CPU path,
+    # None = SDPA on every device but the CPU. Both compute the same thing; tests compare them.
+    use_sdpa: bool | None = None
+
     def __init__(self, cfg: XLNetConfig):
         super().__init__()
         self.n_head, self.d_head = cfg.n_head, cfg.d_head
@@ -205,7 +209,7 @@ class RelativeAttention(nn.Module):
             bias = bias + mask  # dtype-min + a finite score stays finite: masked rows stay uniform
 
         q_w = q + r_w  # (B, L, H, Dh)
-        if q.device.type != "cpu":
+        if self.use_sdpa or (self.use_sdpa is None and q.device.type != "cpu"):
             # GPU (any non-CPU device): SDPA's fused (memory-efficient) kernel takes the float
             # bias and the dropout, so no (B, H, L, K) probabilities are materialised.
             out = F.scaled_dot_product_attention(

@@ -27,7 +27,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from cxlnet.errors import CxlnetError, atomic_write_json, atomic_write_with
+from cxlnet.errors import CxlnetError, atomic_write_json, atomic_write_via
 from cxlnet.paths import resolve_data_file
 from cxlnet.runs import hydra_job, resolve_pretrained, run_dir, show_config
 
@@ -87,18 +87,22 @@ def data_main(cfg: DictConfig) -> None:
 
 
 # ------------------------------------------------------------------------------------- train
-def _atomic_checkpoint_io():
+def atomic_checkpoint_io(accelerator: str):
+    """Lightning's checkpoint writer for the accelerator (torch.save, or XLA's device-to-host copy
+    first), writing to a temporary file beside the target that is fsynced and renamed into place."""
     from lightning_fabric.utilities.cloud_io import get_filesystem
-    from pytorch_lightning.plugins.io import TorchCheckpointIO
 
-    class AtomicCheckpointIO(TorchCheckpointIO):
-        """Checkpoints written to a temporary file in the same directory, fsynced, then renamed."""
+    if accelerator == "tpu":
+        from lightning_fabric.plugins.io.xla import XLACheckpointIO as Writer  # torch-xla: checked before
+    else:
+        from pytorch_lightning.plugins.io import TorchCheckpointIO as Writer
 
+    class AtomicCheckpointIO(Writer):
         def save_checkpoint(self, checkpoint, path, storage_options=None):
-            path = Path(path)
             if not isinstance(get_filesystem(str(path)), type(get_filesystem("/"))):
                 return super().save_checkpoint(checkpoint, path, storage_options)  # remote: fsspec
-            atomic_write_with(path, lambda fh: torch.save(checkpoint, fh))
+            atomic_write_via(path, lambda tmp: super(AtomicCheckpointIO, self).save_checkpoint(
+                checkpoint, tmp, storage_options))
 
     return AtomicCheckpointIO()
 
@@ -146,7 +150,7 @@ def train(cfg: DictConfig) -> dict:
 
     from cxlnet.pretrain.corpus import TokenStore
     from cxlnet.pretrain.module import PretrainModule
-    from cxlnet.training import build_trainer, ensure_unfinished
+    from cxlnet.training import build_trainer, ensure_unfinished, require_torch_xla
 
     started = time.time()
     out_dir = run_dir()
@@ -173,7 +177,9 @@ def train(cfg: DictConfig) -> dict:
         every_n_train_steps=int(cfg.train.save_steps), save_top_k=int(cfg.train.keep_checkpoints),
         monitor="step", mode="max", save_last=True, save_on_train_epoch_end=False,
     ))
-    plugins = [] if cfg.hardware.accelerator == "tpu" else [_atomic_checkpoint_io()]  # XLA saves its own way
+    if cfg.hardware.accelerator == "tpu":
+        require_torch_xla()
+    plugins = [atomic_checkpoint_io(cfg.hardware.accelerator)]
     trainer = build_trainer(
         cfg, out_dir, group=None, max_steps=int(cfg.train.max_steps), max_epochs=-1,
         enable_checkpointing=True, callbacks=callbacks, plugins=plugins, num_sanity_val_steps=0,

@@ -61,13 +61,13 @@ def read_corpus_lines(path: Path) -> list[str]:
         data = path.read_bytes()
     except OSError as err:
         raise CxlnetError(f"{path}: cannot read corpus file ({err.strerror})") from None
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
+    bom = 3 if data.startswith(b"\xef\xbb\xbf") else 0
     try:
-        text = data.decode("utf-8")
+        text = data[bom:].decode("utf-8")
     except UnicodeDecodeError as err:
-        line = data[: err.start].count(b"\n") + 1
-        raise CxlnetError(f"{path}:{line}: not valid UTF-8 (byte {data[err.start]:#04x} at offset {err.start})") from None
+        at = bom + err.start  # the offset in the file, BOM included
+        line = data[:at].count(b"\n") + 1
+        raise CxlnetError(f"{path}:{line}: not valid UTF-8 (byte {data[at]:#04x} at offset {at})") from None
     lines = text.replace("\r\n", "\n").split("\n")
     if lines and lines[-1] == "":
         lines.pop()
@@ -264,7 +264,7 @@ class TokenStore:
             raise CxlnetError(f"{manifest_path}: unsupported store format {self.manifest.get('format')!r} "
                               f"version {self.manifest.get('version')!r}")
         self.vocab_size = int(self.manifest["vocab_size"])
-        self._cache: dict[int, Shard] = {}
+        self._ids: dict[int, np.ndarray] = {}
         self._start: np.ndarray | None = None
 
     @property
@@ -278,14 +278,16 @@ class TokenStore:
         return self._start
 
     def shard(self, k: int) -> Shard:
-        if k not in self._cache:
-            info = self.manifest["shards"][k]
-            try:
-                ids = np.load(self.dir / info["ids"])
-                sent = np.unpackbits(np.load(self.dir / info["sent"]), count=int(info["tokens"])).astype(bool)
-            except (OSError, ValueError) as err:
-                raise CxlnetError(f"{self.dir}: shard {k} unreadable ({err})") from None
-            if ids.size != int(info["tokens"]):
-                raise CxlnetError(f"{self.dir / info['ids']}: {ids.size} tokens, manifest says {info['tokens']}")
-            self._cache[k] = Shard(ids, sent)
-        return self._cache[k]
+        """Shard k: its ids memory-mapped (so a data-loader worker holds no private copy of the
+        store) and its sentence ids unpacked from their bit array."""
+        info = self.manifest["shards"][k]
+        try:
+            if k not in self._ids:
+                self._ids[k] = np.load(self.dir / info["ids"], mmap_mode="r")
+            sent = np.unpackbits(np.load(self.dir / info["sent"]), count=int(info["tokens"])).astype(bool)
+        except (OSError, ValueError) as err:
+            raise CxlnetError(f"{self.dir}: shard {k} unreadable ({err})") from None
+        ids = self._ids[k]
+        if ids.size != int(info["tokens"]):
+            raise CxlnetError(f"{self.dir / info['ids']}: {ids.size} tokens, manifest says {info['tokens']}")
+        return Shard(ids, sent)

@@ -29,6 +29,7 @@ from cxlnet.pretrain.corpus import TokenStore, continue_sent_ids
 from cxlnet.text import CLS_ID, SEP_ID
 
 _SPLIT, _MASK, _PERM = 0, 1, 2
+MAX_EMPTY_PASSES = 20  # Chinese-XLNet's num_passes: this many empty passes in a row is an error
 
 
 @dataclass(frozen=True)
@@ -205,11 +206,27 @@ def _sample_masks(start: np.ndarray, goal: int, rng: np.random.Generator, alpha:
 
 @dataclass
 class _PassData:
+    """One pass in XLNet's create_tfrecords row layout, without copying the text per row: row r is
+    forward stream `src[r]`, read backwards when `reverse[r]` (bi_data)."""
+
     pass_id: int
-    rows: np.ndarray  # [bsz, T] token ids (store dtype), row layout as XLNet's create_tfrecords
-    bnd: list  # per row: sorted sentence boundary indices
+    fwd: np.ndarray  # [nf, T] token ids of the forward streams (store dtype; a view of the pass text)
+    src: np.ndarray  # [bsz] forward stream of each row
     reverse: np.ndarray  # [bsz] bool: backward (time-reversed) row
+    bnd: list  # per row: sorted sentence boundary indices, in the row's own direction
     steps: int
+
+    @property
+    def T(self) -> int:
+        return self.fwd.shape[1]
+
+    def row(self, r: int) -> np.ndarray:
+        f = self.fwd[self.src[r]]
+        return f[::-1] if self.reverse[r] else f
+
+    def columns(self, lo: int, hi: int) -> np.ndarray:
+        """rows[:, lo:hi] as a [bsz, hi - lo] array."""
+        return np.stack([self.row(r)[lo:hi] for r in range(self.src.size)])
 
 
 class PretrainStream:
@@ -267,37 +284,27 @@ class PretrainStream:
         nf = cfg.bsz // 2 if cfg.bi_data else cfg.bsz
         T = data.size // nf
         fwd, fsent = data[: nf * T].reshape(nf, T), sent[: nf * T].reshape(nf, T)
-        if cfg.bi_data:
-            half = cfg.bsz // cfg.num_core // 2
-            src = np.empty(cfg.bsz, dtype=np.int64)
-            reverse = np.zeros(cfg.bsz, dtype=bool)
-            for r in range(cfg.bsz):
-                c, w = divmod(r, 2 * half)
-                src[r] = c * half + (w % half)
-                reverse[r] = w >= half
-            rows = np.empty((cfg.bsz, T), dtype=data.dtype)
-            rsent = np.empty((cfg.bsz, T), dtype=bool)
-            for r in range(cfg.bsz):
-                step_ = -1 if reverse[r] else 1
-                rows[r] = fwd[src[r], ::step_]
-                rsent[r] = fsent[src[r], ::step_]
-        else:
-            rows, rsent = np.ascontiguousarray(fwd), fsent
-            reverse = np.zeros(cfg.bsz, dtype=bool)
-        change = np.flatnonzero((rsent[:, 1:] != rsent[:, :-1]).ravel())
+        # sentence boundaries k (sent[k] != sent[k-1]) of each forward stream; reversed, k -> T - k
+        change = np.flatnonzero((fsent[:, 1:] != fsent[:, :-1]).ravel())
         r_of, c_of = np.divmod(change, T - 1)
-        cuts = np.searchsorted(r_of, np.arange(1, cfg.bsz))
-        bnd = np.split(c_of + 1, cuts)
-        pd = _PassData(pass_id, rows, bnd, reverse, 0)
+        fwd_bnd = np.split(c_of + 1, np.searchsorted(r_of, np.arange(1, nf)))
+        if cfg.bi_data:
+            # per core: its bsz/num_core/2 forward streams, then the same streams reversed
+            half = cfg.bsz // cfg.num_core // 2
+            core, within = np.divmod(np.arange(cfg.bsz), 2 * half)
+            src, reverse = core * half + within % half, within >= half
+        else:
+            src, reverse = np.arange(cfg.bsz), np.zeros(cfg.bsz, dtype=bool)
+        bnd = [T - fwd_bnd[f][::-1] if rev else fwd_bnd[f] for f, rev in zip(src, reverse)]
+        pd = _PassData(pass_id, fwd, src, reverse, bnd, 0)
         pd.steps = self._count_steps(pd)
         self._steps[pass_id] = pd.steps
         return pd
 
     def _count_steps(self, pd: _PassData) -> int:
         cfg = self.cfg
-        T = pd.rows.shape[1]
         R, tot = cfg.reuse_len, cfg.seq_len - cfg.reuse_len - 3
-        n_win = (T - cfg.seq_len) // R + 1 if T >= cfg.seq_len else 0
+        n_win = self._window_count()
         # the split can fail (randomly) only once no boundary lies at or after begin + tot_len
         first_risky = n_win
         for b in pd.bnd:
@@ -313,7 +320,7 @@ class PretrainStream:
     def _splits(self, pd: _PassData, step: int):
         cfg = self.cfg
         rng = self._rng(pd.pass_id, step, _SPLIT)
-        T = pd.rows.shape[1]
+        T = pd.T
         begin = step * cfg.reuse_len + cfg.reuse_len
         out = []
         for r in range(cfg.bsz):
@@ -345,21 +352,41 @@ class PretrainStream:
         if k < 0:
             raise IndexError(f"negative global step {k}")
         p, g = max((p, g) for p, g in self._pass_start.items() if g <= k)
+        empty = 0  # consecutive passes without a batch
         while True:
             if self.num_passes is not None and p >= self.num_passes:
                 raise IndexError(f"global step {global_step} is past the end ({self.num_passes} passes)")
             n = self.steps_in_pass(p)
-            if n == 0:
-                cfg = self.cfg
-                rows = cfg.bsz // 2 if cfg.bi_data else cfg.bsz
-                raise CxlnetError(
-                    f"corpus too small: shards {self.shards} hold too few tokens for {rows} streams of "
-                    f"at least {cfg.seq_len} tokens (bsz {cfg.bsz}, seq_len {cfg.seq_len})")
+            # A pass can end at step 0 by chance (its first A/B split fails); XLNet writes an empty
+            # pass and goes on, and so does this stream. Only a corpus too short for one window, or
+            # one where pass after pass yields nothing, is an error.
+            empty = empty + 1 if n == 0 else 0
+            if n == 0 and (self._window_count() == 0 or empty == MAX_EMPTY_PASSES):
+                raise CxlnetError(self._too_small_message(empty))
             if k - g < n:
                 return p, k - g
             g += n
             p += 1
             self._pass_start[p] = g
+
+    def _stream_len(self) -> int:
+        """Tokens per stream row T (the same in every pass: the shards are only reordered)."""
+        tokens = sum(int(self.store.manifest["shards"][k]["tokens"]) for k in self.shards)
+        return tokens // (self.cfg.bsz // 2 if self.cfg.bi_data else self.cfg.bsz)
+
+    def _window_count(self) -> int:
+        T, L = self._stream_len(), self.cfg.seq_len
+        return (T - L) // self.cfg.reuse_len + 1 if T >= L else 0
+
+    def _too_small_message(self, empty_passes: int) -> str:
+        cfg = self.cfg
+        rows = cfg.bsz // 2 if cfg.bi_data else cfg.bsz
+        if self._window_count() == 0:
+            return (f"corpus too small: shards {self.shards} give {rows} streams of {self._stream_len()} tokens, "
+                    f"fewer than one window of seq_len {cfg.seq_len} (bsz {cfg.bsz}); lower bsz or seq_len")
+        return (f"no batch in {empty_passes} consecutive passes of shards {self.shards}: the A/B split fails at "
+                f"the first window of some stream every time (a sentence runs to the end of its stream: put one "
+                f"sentence per line, or lower bsz {cfg.bsz} / seq_len {cfg.seq_len})")
 
     def set_position(self, global_step: int, pass_id: int, step: int) -> None:
         """Declare that global batch `global_step` is (pass_id, step) — what `locate` returned when the
@@ -385,11 +412,11 @@ class PretrainStream:
         x = np.empty((B, L), dtype=np.int64)
         tgt = np.empty((B, L), dtype=np.int64)  # XLNet's next-token targets
         seg = np.empty((B, L), dtype=np.int64)
-        x[:, :R] = pd.rows[:, i: i + R]
-        tgt[:, :R] = pd.rows[:, i + 1: i + R + 1]
+        x[:, :R] = pd.columns(i, i + R)
+        tgt[:, :R] = pd.columns(i + 1, i + R + 1)
         begin = i + R
         for r, (a_end, b_begin, b_end, _label) in enumerate(splits):
-            row = pd.rows[r]
+            row = pd.row(r)
             na, nb = a_end - begin, b_end - b_begin
             xr, tr = x[r, R:], tgt[r, R:]
             xr[:na] = row[begin:a_end]

@@ -12,15 +12,18 @@ slice of the next step: zeros at the start (attended, not masked), detached, nev
 by a resume (where it is restored from the checkpoint).
 
 Data position: optimizer step k trains on stream batch k (all its slices), so a run resumed at
-global step k starts the stream at k (in micro-batches: k × accumulation, the formula of the
-issue). RNG states (torch, CUDA, numpy, python) and the memories are saved in every checkpoint
-and restored right before the first resumed step, so a resumed run continues the loss curve of
-the uninterrupted one exactly (on CPU).
+global step k starts the stream at k (in micro-batches: k × accumulation). RNG states (torch,
+CUDA, XLA, numpy, python; the same on every rank, all seeded alike), the memories of every rank
+(gathered to rank 0, which writes the checkpoint) and what fixes the data stream (refused on
+resume if it changed) are saved in every checkpoint and restored right before the first resumed
+step, so a resumed run continues the loss curve of the uninterrupted one exactly (on CPU, in one
+process or several).
 """
 from __future__ import annotations
 
 import logging
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -200,25 +203,55 @@ class PretrainModule(TrainModule):
             self.loss_log.write_text("".join(f"{ln}\n" for ln in keep), encoding="utf-8")
 
     # ---------------------------------------------------------------- checkpoints
+    def _all_mems(self) -> dict[int, list[torch.Tensor]]:
+        """The memories of every slice on every process, on the CPU. Lightning calls
+        `on_save_checkpoint` on all ranks and writes rank 0's dict, so the ranks' memories are
+        gathered first (all ranks step in lockstep: either all hold theirs or none does)."""
+        mine = self.my_slices()
+        if self.world[1] == 1 or not all(j in self.mems for j in mine):
+            return {int(j): [m.detach().to("cpu") for m in mems] for j, mems in self.mems.items()}
+        local = torch.stack([torch.stack(self.mems[j]) for j in mine])  # (A, n_layer, rows, M, d)
+        every = self.all_gather(local).to("cpu")  # (W, A, n_layer, rows, M, d)
+        A = len(mine)
+        return {r * A + a: list(every[r, a].unbind(0)) for r in range(every.shape[0]) for a in range(A)}
+
+    def data_identity(self) -> dict:
+        """What fixes the stream of batches: a resume with anything else here would continue at the
+        right step index of a different stream."""
+        from cxlnet.pretrain.corpus import TokenStore
+
+        manifest = TokenStore(self.data_cfg.store).manifest
+        stream = stream_kwargs(self.data_cfg, self.num_slices(), self.seed)
+        return {"stream": stream, "tokenizer_sha256": manifest["tokenizer"]["sha256"],
+                "shard_tokens": [int(s["tokens"]) for s in manifest["shards"]]}
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[STATE_KEY] = {
             "data_step": int(self.trainer.global_step),   # next stream batch to train on
             "num_slices": self.num_slices(),
-            "mems": {int(j): [m.detach().to("cpu") for m in mems] for j, mems in self.mems.items()},
+            "data": self.data_identity(),
+            "mems": self._all_mems(),
             "rng": _get_rng_state(),
             "model_config": self.model.config.to_dict(),
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        from cxlnet.errors import CxlnetError
+
         state = checkpoint.get(STATE_KEY)
         if state is None:
             return
         if int(state["num_slices"]) != self.num_slices():
-            from cxlnet.errors import CxlnetError
-
             raise CxlnetError(
                 f"the checkpoint was written with {state['num_slices']} row slices (devices x accumulate_grad_batches), "
                 f"this run has {self.num_slices()}: resume with the same layout so every memory meets its rows")
+        saved, now = state.get("data"), self.data_identity()
+        if saved is not None and saved != now:
+            diff = sorted(k for k in {**saved["stream"], **now["stream"]} if saved["stream"].get(k) != now["stream"].get(k))
+            what = ", ".join(f"{k} {saved['stream'].get(k)!r} -> {now['stream'].get(k)!r}" for k in diff) or \
+                "the token store (tokenizer or shards)"
+            raise CxlnetError(f"the checkpoint was trained on other data ({what}): resume with the data settings "
+                              f"and store it was written with, or start a new run_name")
         self.data_start = int(state["data_step"])
         self.mems = {int(j): list(mems) for j, mems in state["mems"].items()}
         self._pending_rng = state["rng"]
@@ -246,6 +279,10 @@ def _get_rng_state() -> dict:
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
+    if "torch_xla" in sys.modules:  # hardware=tpu: the device's own generator (dropout on the TPU)
+        import torch_xla.core.xla_model as xm
+
+        state["xla"] = int(xm.get_rng_state())
     return state
 
 
@@ -260,6 +297,10 @@ def _set_rng_state(state: dict) -> None:
             torch.cuda.set_rng_state_all(state["cuda"])
         except (RuntimeError, IndexError):
             log.warning("CUDA RNG state not restored (different device count)")
+    if "xla" in state and "torch_xla" in sys.modules:
+        import torch_xla.core.xla_model as xm
+
+        xm.set_rng_state(state["xla"])
 
 
 def _py_state_to_list(state):

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytorch_lightning as pl
-import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from cxlnet.span.examples import SpanExample, read_examples
+from cxlnet.errors import CxlnetError, read_json
+from cxlnet.span.examples import SpanExample, first_questions, parse_squad
 from cxlnet.span.features import FeatureStats, SpanConfig, SpanFeatures, convert_examples
+from cxlnet.training import TaskData
 
 TRAIN_KEYS = ("input_ids", "segment_ids", "input_mask", "p_mask", "start_positions", "end_positions")
 EVAL_KEYS = ("input_ids", "segment_ids", "input_mask", "p_mask", "feature_index")
@@ -19,31 +19,35 @@ class SpanSplit:
 
     def __init__(self, path: Path, tokenizer, cfg: SpanConfig, is_training: bool, max_examples: int | None):
         self.path = path
-        self.examples, read_stats = read_examples(path)
-        # Scored against the whole file (missing answers count as wrong, as the official script
-        # does) unless only a slice of it is used.
-        self.gold = path
+        data = read_json(path)
+        self.examples, read_stats = parse_squad(data, str(path))  # validates the whole file
+        # Scored as the official script scores a file: every question in it, those without a
+        # prediction (e.g. empty contexts) as wrong. A slice is scored as the file of its questions.
+        self.gold = data
         if max_examples:
-            self.examples = self.examples[:max_examples]
-            self.gold = self.examples
+            self.gold = first_questions(data, max_examples)
+            kept = {str(qa["id"]) for article in self.gold["data"] for para in article["paragraphs"] for qa in para["qas"]}
+            self.examples = [ex for ex in self.examples if ex.qid in kept]
         # Reading and conversion log their counts (UTF-16 fixes, skipped answers, truncations).
-        self.features, _ = convert_examples(self.examples, tokenizer, cfg, is_training,
-                                            FeatureStats(read=read_stats.as_dict()))
+        self.features, stats = convert_examples(self.examples, tokenizer, cfg, is_training,
+                                                FeatureStats(read=read_stats.as_dict()))
+        if len(self.features) == 0:  # Lightning would silently skip the split
+            raise CxlnetError(
+                f"{path}: no question gives a feature ({read_stats.questions + read_stats.empty_context_questions} questions, "
+                f"{read_stats.empty_context_questions} with an empty context, {stats.mismatch_questions} in "
+                f"paragraphs that do not align with their pieces, {stats.untrainable_skipped} without a usable answer)")
 
     def dataset(self, keys: tuple[str, ...]) -> TensorDataset:
         tensors = self.features.as_tensors()
         return TensorDataset(*(tensors[k] for k in keys))
 
 
-class SpanData(pl.LightningDataModule):
+class SpanData(TaskData):
     def __init__(self, files: dict[str, Path], tokenizer, task_cfg, num_workers: int, seed: int):
-        super().__init__()
+        super().__init__(task_cfg, num_workers, seed)
         self.files = files
         self.tokenizer = tokenizer
-        self.cfg = task_cfg
         self.span_cfg = SpanConfig(task_cfg.max_seq_length, task_cfg.doc_stride, task_cfg.max_query_length)
-        self.num_workers = num_workers
-        self.seed = seed
         self.splits: dict[str, SpanSplit] = {}
 
     def setup(self, stage: str | None = None) -> None:
@@ -52,20 +56,14 @@ class SpanData(pl.LightningDataModule):
                 limit = self.cfg.max_train_examples if split == "train" else self.cfg.get("max_eval_examples")
                 self.splits[split] = SpanSplit(path, self.tokenizer, self.span_cfg, split == "train", limit)
 
-    def _loader(self, split: str, keys, batch_size: int, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            self.splits[split].dataset(keys), batch_size=batch_size, shuffle=shuffle, drop_last=shuffle,
-            num_workers=self.num_workers, generator=torch.Generator().manual_seed(self.seed),
-        )
-
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", TRAIN_KEYS, self.cfg.batch_size, shuffle=True)
+        return self.loader(self.splits["train"].dataset(TRAIN_KEYS), shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("dev", EVAL_KEYS, self.cfg.eval_batch_size, shuffle=False)
+        return self.loader(self.splits["dev"].dataset(EVAL_KEYS), shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", EVAL_KEYS, self.cfg.eval_batch_size, shuffle=False)
+        return self.loader(self.splits["test"].dataset(EVAL_KEYS), shuffle=False)
 
     def examples(self, split: str) -> list[SpanExample]:
         return self.splits[split].examples

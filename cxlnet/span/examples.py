@@ -182,6 +182,22 @@ def parse_squad(data: Any, source: str = "<json>") -> tuple[list[SpanExample], R
     return examples, stats
 
 
+def first_questions(data: dict, n: int) -> dict:
+    """The SQuAD-format `data` cut after its first `n` questions in file order (empty-context ones
+    included), for scoring a slice of a file the way the whole file would be scored."""
+    articles, left = [], n
+    for article in data["data"]:
+        paragraphs = []
+        for para in article["paragraphs"]:
+            if left <= 0:
+                break
+            paragraphs.append({**para, "qas": para["qas"][:left]})
+            left -= len(paragraphs[-1]["qas"])
+        if paragraphs:
+            articles.append({**article, "paragraphs": paragraphs})
+    return {**data, "data": articles}
+
+
 def read_examples(path: str | Path) -> tuple[list[SpanExample], ReadStats]:
     """Read a SQuAD-format JSON file (CMRC 2018, DRCD) into examples plus counts."""
     return parse_squad(read_json(path), str(path))

@@ -30,6 +30,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from cxlnet.errors import CxlnetError
 from cxlnet.span.examples import SpanExample, read_examples
 from cxlnet.text import CLS_ID, SEP_ID, SPIECE_UNDERLINE, encode_pieces, preprocess_text
 
@@ -46,6 +47,13 @@ class SpanConfig:
     doc_stride: int = 128
     max_query_length: int = 64
     uncased: bool = False  # hfl: always False
+
+    def __post_init__(self) -> None:
+        # Windows must advance and hold at least one question and one paragraph token beside the
+        # 3 special tokens (per question the room left for the paragraph is checked when converting).
+        if self.max_query_length < 1 or self.doc_stride < 1 or self.max_seq_length < 5:
+            raise CxlnetError(f"task: need max_query_length >= 1, doc_stride >= 1 and max_seq_length >= 5 "
+                              f"(got {self.max_query_length}, {self.doc_stride}, {self.max_seq_length})")
 
 
 # --------------------------------------------------------------------------------------------
@@ -262,9 +270,10 @@ def tokenize_paragraphs(contexts: list[str], tokenizer) -> list[ParagraphTokens]
     return out
 
 
-def answer_token_span(ex: SpanExample, para: ParagraphTokens) -> tuple[int, int]:
+def answer_token_span(ex: SpanExample, para: ParagraphTokens) -> tuple[int, int] | None:
     """Inclusive paragraph-token span of the training answer (spec §5.4; `_convert_index`
-    without `M`, as in the original)."""
+    without `M`, as in the original), or None where the original's assertion start <= end fails
+    (an answer made only of characters that the normalisation drops, e.g. a lone combining mark)."""
     end_char = ex.start + len(ex.answer_text) - 1
     o2c = para.orig_to_chartok
     cs = int(o2c[ex.start]) if ex.start < len(o2c) and o2c[ex.start] >= 0 else \
@@ -272,9 +281,7 @@ def answer_token_span(ex: SpanExample, para: ParagraphTokens) -> tuple[int, int]
     ce = int(o2c[end_char]) if end_char < len(o2c) and o2c[end_char] >= 0 else \
         int(convert_index_many(o2c, np.array([end_char]), None, False)[0])
     tok_s, tok_e = int(para.chartok_to_tok[cs]), int(para.chartok_to_tok[ce])
-    if tok_s > tok_e:  # the original asserts here
-        raise AssertionError(f"{ex.qid}: answer token start {tok_s} > end {tok_e}")
-    return tok_s, tok_e
+    return (tok_s, tok_e) if tok_s <= tok_e else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -283,6 +290,8 @@ def answer_token_span(ex: SpanExample, para: ParagraphTokens) -> tuple[int, int]
 
 def doc_spans(n_tokens: int, max_tokens_for_doc: int, doc_stride: int) -> list[tuple[int, int]]:
     """The original sliding windows: list of (start, length)."""
+    if max_tokens_for_doc < 1 or doc_stride < 1:
+        raise ValueError(f"doc_spans: window length {max_tokens_for_doc} and stride {doc_stride} must be >= 1")
     spans = []
     start = 0
     while start < n_tokens:
@@ -321,6 +330,8 @@ class FeatureStats:
     mismatch_questions: int = 0  # questions without features because their paragraph mismatched
     questions_truncated: int = 0  # questions longer than max_query_length (truncated)
     untrainable_skipped: int = 0  # training: questions skipped (no usable first answer)
+    unmappable_answers: int = 0  # first answers with no token span (training: skipped; eval: no label)
+    impossible_questions: int = 0  # training: is_impossible questions, every window labelled at <cls>
     features: int = 0
     out_of_window_features: int = 0  # training: windows labelled at <cls>
     seconds: float = 0.0
@@ -411,14 +422,24 @@ def convert_examples(examples: list[SpanExample], tokenizer, cfg: SpanConfig | N
         if para.mismatch:
             stats.mismatch_questions += 1
             continue
-        if is_training and not ex.trainable:
+        if is_training and not ex.trainable and not ex.is_impossible:
             stats.untrainable_skipped += 1
             continue
+        span = answer_token_span(ex, para) if ex.trainable else None
+        if ex.trainable and span is None:
+            stats.unmappable_answers += 1
+            if is_training:
+                continue
+        if is_training and ex.is_impossible:  # the original labels every window at <cls>
+            stats.impossible_questions += 1
         q_ids = tokenizer.encode(ex.question)
         if len(q_ids) > cfg.max_query_length:
             stats.questions_truncated += 1
             q_ids = q_ids[: cfg.max_query_length]
-        tok_s, tok_e = answer_token_span(ex, para) if ex.trainable else (-1, -1)
+        tok_s, tok_e = span or (-1, -1)
+        if L - len(q_ids) - 3 < 1:
+            raise CxlnetError(f"question {ex.qid}: {len(q_ids)} query tokens leave no room for the paragraph in "
+                              f"max_seq_length {L}; lower task.max_query_length ({cfg.max_query_length})")
         key = (len(para.ids), len(q_ids))
         if key not in span_cache:
             spans = doc_spans(len(para.ids), L - len(q_ids) - 3, cfg.doc_stride)
@@ -488,10 +509,11 @@ def convert_examples(examples: list[SpanExample], tokenizer, cfg: SpanConfig | N
     stats.seconds += time.perf_counter() - t0
     log.info(
         "%d features from %d questions (%d paragraphs, %d MISMATCH paragraphs / %d questions, "
-        "%d questions truncated to %d query tokens, %d untrainable skipped, %d out-of-window windows) in %.1f s",
+        "%d questions truncated to %d query tokens, %d untrainable skipped, %d answers without a token span, "
+        "%d impossible questions, %d out-of-window windows) in %.1f s",
         F, len(plan), stats.paragraphs, stats.mismatch_paragraphs, stats.mismatch_questions,
-        stats.questions_truncated, cfg.max_query_length, stats.untrainable_skipped,
-        stats.out_of_window_features, stats.seconds,
+        stats.questions_truncated, cfg.max_query_length, stats.untrainable_skipped, stats.unmappable_answers,
+        stats.impossible_questions, stats.out_of_window_features, stats.seconds,
     )
     return feats, stats
 

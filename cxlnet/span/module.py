@@ -18,6 +18,8 @@ OUTPUT_FILES = {"dev": ("predictions.json", "nbest.json"), "test": ("test_predic
 
 
 class SpanModule(TrainModule):
+    unused_parameters = ("transformer.mask_emb",)  # the query stream's start state (pre-training only)
+
     def __init__(self, model, optimizer_cfg, data, task_cfg):
         super().__init__(model, optimizer_cfg)
         self.data = data
@@ -44,7 +46,8 @@ class SpanModule(TrainModule):
         self._results.append({k: v.reshape(-1, *v.shape[-1:]) if v.dim() > 1 and k != "feature_index"
                               else v.reshape(-1) for k, v in gathered.items()})
 
-    def _finish(self, split: str) -> dict[str, float]:
+    def _decode(self, split: str) -> tuple[dict, dict]:
+        """Predictions and n-best lists of the collected windows."""
         results = {k: torch.cat([r[k] for r in self._results]).float().cpu().numpy() for k in self._results[0]}
         self._results.clear()
         features = self.data.features(split)
@@ -52,11 +55,14 @@ class SpanModule(TrainModule):
         _, first = np.unique(results["feature_index"], return_index=True)
         results = {k: v[first] for k, v in results.items()}
         results["unique_ids"] = features.unique_ids[results.pop("feature_index").astype(np.int64)]
-        predictions, nbest = decode(
+        return decode(
             self.data.examples(split), features, results, n_best_size=self.task_cfg.n_best_size,
             max_answer_length=self.task_cfg.max_answer_length,
             start_n_top=self.model.config.start_n_top, end_n_top=self.model.config.end_n_top,
         )
+
+    def _finish(self, split: str) -> dict[str, float]:
+        predictions, nbest = self._decode(split)
         scores = evaluate(self.data.splits[split].gold, predictions)
         if self.output_dir is not None and self.trainer.is_global_zero:
             pred_name, nbest_name = OUTPUT_FILES[split]
