@@ -11,6 +11,8 @@ import unicodedata
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
+
 from cxlnet.errors import CxlnetError
 
 SPIECE_UNDERLINE = "▁"
@@ -77,6 +79,23 @@ class Tokenizer:
 
     def encode(self, text: str) -> list[int]:
         return [self.sp.piece_to_id(p) for p in self.pieces(text)]
+
+    def encode_many(self, texts: list[str]) -> list[list[int]]:
+        """`encode` for many texts: one batched SentencePiece call, with the digit-comma rule
+        re-applied (through `encode_pieces`) only to the texts that got a `<digit>,` piece."""
+        prepped = [preprocess_text(t, lower=self.lower) for t in texts]
+        out = self.sp.encode(prepped, out_type=int)
+        for k, ids in enumerate(out):
+            if ids and self._digit_comma[ids].any():
+                out[k] = [self.sp.piece_to_id(p) for p in encode_pieces(self.sp, prepped[k])]
+        return out
+
+    @cached_property
+    def _digit_comma(self) -> np.ndarray:
+        """Per piece id: does the piece end in a digit followed by `,` (the rule's trigger)?"""
+        pieces = (self.sp.id_to_piece(i) for i in range(self.vocab_size))
+        return np.fromiter((len(p) > 1 and p[-1] == "," and p[-2].isdigit() for p in pieces), dtype=bool,
+                           count=self.vocab_size)
 
     def piece_to_id(self, piece: str) -> int:
         return self.sp.piece_to_id(piece)

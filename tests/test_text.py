@@ -7,7 +7,7 @@ import io
 import pytest
 import sentencepiece as spm
 
-from cxlnet.text import encode_pieces, is_start_piece, preprocess_text
+from cxlnet.text import Tokenizer, encode_pieces, is_start_piece, preprocess_text
 
 
 @pytest.mark.parametrize("raw, expected", [
@@ -29,15 +29,23 @@ def test_preprocess_text_options():
 
 
 @pytest.fixture(scope="module")
-def digit_comma_sp():
-    """A small SentencePiece model that holds the piece `1990,` (a user-defined symbol), as
-    vocabularies trained on text with numbers do."""
+def digit_comma_tok(tmp_path_factory) -> Tokenizer:
+    """A small SentencePiece model in XLNet's id layout that holds the piece `1990,` (a
+    user-defined symbol here), as vocabularies trained on text with numbers do."""
     lines = [f"{w}生于1990,卒于{y}年。" for w in ("他", "她", "王", "李") for y in range(1900, 2000)]
     model = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=model, vocab_size=40,
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=model, vocab_size=50,
                                    model_type="unigram", character_coverage=1.0, hard_vocab_limit=False,
-                                   user_defined_symbols=["1990,"], minloglevel=2)
-    return spm.SentencePieceProcessor(model_proto=model.getvalue())
+                                   control_symbols=["<cls>", "<sep>", "<pad>", "<mask>", "<eod>"],
+                                   user_defined_symbols=["<eop>", "1990,"], minloglevel=2)
+    path = tmp_path_factory.mktemp("spm") / "digit-comma.model"
+    path.write_bytes(model.getvalue())
+    return Tokenizer(path)
+
+
+@pytest.fixture(scope="module")
+def digit_comma_sp(digit_comma_tok):
+    return digit_comma_tok.sp
 
 
 @pytest.mark.parametrize("text", ["他生于1990,卒", "1990,卒"])
@@ -58,3 +66,9 @@ def test_start_pieces_are_xlnets():
         assert is_start_piece(piece), piece
     for piece in ("北京", "的", "'", "=", ">", "，", "。", "1990,"):
         assert not is_start_piece(piece), piece
+
+
+def test_batched_encoding_is_the_per_text_encoding(digit_comma_tok):
+    texts = ["他生于1990,卒于1999年。", "1990,", "王生于１９９０，卒。", "  ", "李卒于1950年。"]
+    assert digit_comma_tok.encode_many(texts) == [digit_comma_tok.encode(t) for t in texts]
+    assert "1990," not in [digit_comma_tok.id_to_piece(i) for i in digit_comma_tok.encode_many(texts)[0]]

@@ -64,8 +64,8 @@ def encode_examples(examples: list[Example], tokenizer: Tokenizer, max_seq_lengt
     input_ids = torch.full((n, max_seq_length), UNK_ID, dtype=torch.long)
     token_type_ids = torch.full((n, max_seq_length), SEG_PAD, dtype=torch.long)
     input_mask = torch.ones((n, max_seq_length), dtype=torch.float)  # 1 = padding, XLNet's convention
-    for row, example in enumerate(examples):
-        ids = tokenizer.encode(example.text)[: max_seq_length - 2] + [SEP_ID, CLS_ID]
+    for row, ids in enumerate(tokenizer.encode_many([e.text for e in examples])):
+        ids = ids[: max_seq_length - 2] + [SEP_ID, CLS_ID]
         start = max_seq_length - len(ids)
         input_ids[row, start:] = torch.tensor(ids)
         token_type_ids[row, start:-1] = SEG_A

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from cxlnet.errors import CxlnetError, atomic_write_bytes, atomic_write_json, read_json
-from cxlnet.text import EOD_ID, Tokenizer, encode_pieces, is_start_piece, preprocess_text
+from cxlnet.text import EOD_ID, Tokenizer, is_start_piece
 
 log = logging.getLogger(__name__)
 
@@ -74,29 +74,6 @@ def read_corpus_lines(path: Path) -> list[str]:
     return lines
 
 
-class _FastEncoder:
-    """`encode_ids(sp, text)` for many lines at once: batched SentencePiece ids, with XLNet's
-    digit-comma rule re-applied (via `encode_pieces`) only to lines containing a `<digit>,` piece."""
-
-    def __init__(self, tokenizer: Tokenizer):
-        self.tok = tokenizer
-        sp = tokenizer.sp
-        self.sp = sp
-        n = sp.get_piece_size()
-        self.special = np.zeros(n, dtype=bool)
-        for i in range(n):
-            p = sp.id_to_piece(i)
-            if len(p) > 1 and p[-1] == "," and p[-2].isdigit():
-                self.special[i] = True
-
-    def encode(self, texts: list[str]) -> list[list[int]]:
-        out = self.sp.encode(texts, out_type=int)
-        for k, ids in enumerate(out):
-            if ids and self.special[ids].any():
-                out[k] = [self.sp.piece_to_id(p) for p in encode_pieces(self.sp, texts[k])]
-        return out
-
-
 @dataclass
 class _FileStream:
     ids: np.ndarray
@@ -106,13 +83,12 @@ class _FileStream:
     doc_ends: np.ndarray  # token offsets just after each <eod>
 
 
-def _encode_file(path: Path, encoder: _FastEncoder, lower: bool) -> _FileStream | None:
+def _encode_file(path: Path, tokenizer: Tokenizer) -> _FileStream | None:
     lines = read_corpus_lines(path)
     if not lines:
         return None
     blank = [not line.strip() for line in lines]
-    texts = [preprocess_text(line.strip(), lower=lower) for line, b in zip(lines, blank) if not b]
-    encoded = iter(encoder.encode(texts))
+    encoded = iter(tokenizer.encode_many([line.strip() for line, b in zip(lines, blank) if not b]))
     pieces: list[list[int]] = []
     for b in blank:
         pieces.append([EOD_ID] if b else next(encoded))
@@ -162,7 +138,6 @@ def build_store(
     if num_shards < 1:
         raise CxlnetError(f"build_store: num_shards must be >= 1, got {num_shards}")
     out_dir = Path(out_dir)
-    encoder = _FastEncoder(tokenizer)
     vocab_size = tokenizer.vocab_size
     dtype = np.uint16 if vocab_size <= 65535 else np.uint32
 
@@ -172,7 +147,7 @@ def build_store(
     for path in map(Path, corpus_files):
         if not path.is_file():
             raise CxlnetError(f"{path}: corpus file not found")
-        fs = _encode_file(path, encoder, tokenizer.lower)
+        fs = _encode_file(path, tokenizer)
         info = {"path": str(path), "bytes": path.stat().st_size, "sha256": _sha256_file(path), "lines": 0, "tokens": 0}
         sources.append(info)
         if fs is None or fs.ids.size == 0:
