@@ -74,6 +74,31 @@ def sweep_subdir(overrides: list[str]) -> str | None:
     return "hydra.sweep.subdir='" + ",".join(f"{k}={value(k)}" for k in swept) + ",seed=${seed}'"
 
 
+# Hydra's flags that take a value (`--info` takes one optionally: only a known topic).
+_VALUE_FLAGS = {"-c", "--cfg", "-p", "--package", "-cp", "--config-path", "-cn", "--config-name",
+                "-cd", "--config-dir", "--experimental-rerun", "-sc", "--shell-completion"}
+_INFO_TOPICS = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
+
+
+def split_hydra_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(flags with their values, overrides): Hydra's argparse takes no override after a flag, so
+    `finetune task=x -m 'seed=range(3)'` and `finetune a=1 --cfg job b=2` are reordered flags first."""
+    flags, overrides = [], []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("-"):
+            overrides.append(arg)
+        else:
+            flags.append(arg)
+            takes = arg in _VALUE_FLAGS or (arg in ("-i", "--info") and i + 1 < len(argv) and argv[i + 1] in _INFO_TOPICS)
+            if takes and i + 1 < len(argv):
+                i += 1
+                flags.append(argv[i])
+        i += 1
+    return flags, overrides
+
+
 # Free text on the command line (questions, passages, reviews) is quoted for Hydra's override
 # grammar, which rejects unquoted full-width punctuation such as `？` and `，`.
 FREE_TEXT_KEYS = ("predict.question=", "predict.context=", "predict.text=")
@@ -101,10 +126,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if command in HYDRA_APPS:
             os.environ[ENV_COMMAND] = command
-            # Hydra's argparse cannot take overrides after -m: `finetune task=x -m 'seed=range(3)'`.
-            flags = [a for a in argv if a in ("-m", "--multirun")]
-            overrides = [quote_free_text(a) for a in argv if a not in flags]
-            subdir = sweep_subdir([a for a in overrides if not a.startswith("-")]) if flags else None
+            flags, overrides = split_hydra_args(argv)
+            overrides = [quote_free_text(a) for a in overrides]
+            multirun = any(f in ("-m", "--multirun") for f in flags)
+            if multirun and any(f in ("-c", "--cfg", "-i", "--info") for f in flags):
+                raise CxlnetError("-m cannot be combined with --cfg / --info: drop -m to see one job's config")
+            subdir = sweep_subdir(overrides) if multirun else None
             argv = flags + overrides + ([subdir] if subdir else [])
             sys.argv = [sys.argv[0], *argv]  # argv[0] stays: DDP workers re-execute it
             _load(COMMANDS[command][0])()

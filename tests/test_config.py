@@ -57,3 +57,17 @@ def test_command_line_beats_task_recipe():
 def test_seeds10_sweeps_ten_seeds():
     cfg = compose_finetune("sweep=seeds10")
     assert cfg.hydra.sweeper.params.seed == "range(10)"
+
+
+def test_command_line_flags_go_before_the_overrides():
+    from cxlnet.cli import split_hydra_args, sweep_subdir
+
+    flags, overrides = split_hydra_args(["task=x", "-m", "seed=range(3)", "--cfg", "job", "a=1", "--resolve",
+                                         "--info", "defaults", "b=2", "-i", "c=3"])
+    assert flags == ["-m", "--cfg", "job", "--resolve", "--info", "defaults", "-i"]
+    assert overrides == ["task=x", "seed=range(3)", "a=1", "b=2", "c=3"]
+    # a sweep over more than the seed: one directory per job, named by the swept values
+    assert sweep_subdir(["seed=range(3)"]) is None
+    assert sweep_subdir(["model=base,mid", "optimizer.optim.lr=1e-5,2e-5", "task=x"]) == (
+        "hydra.sweep.subdir='model=${hydra:runtime.choices.model},optimizer.optim.lr=${optimizer.optim.lr},seed=${seed}'")
+    assert sweep_subdir(["a=1,2", "hydra.sweep.subdir=mine"]) is None

@@ -65,6 +65,15 @@ def test_seed_sweep_writes_metrics_and_summary(small):
     assert (sweep / "seed=0" / "config.yaml").is_file()
 
 
+def test_sweep_over_more_than_the_seed_gives_each_job_its_directory(small):
+    sweep = small["root"] / "lr-sweep"
+    cxlnet("finetune", *small["overrides"], f"hydra.sweep.dir={sweep}", "-m", "optimizer.optim.lr=1e-3,1e-4",
+           cwd=small["root"])
+    runs = sorted(p.parent.name for p in sweep.glob("*/metrics.json"))
+    assert runs == ["optimizer.optim.lr=0.0001,seed=0", "optimizer.optim.lr=0.001,seed=0"]
+    assert json.loads((sweep / "summary.json").read_text())["metrics"]["dev/acc"]["n"] == 2
+
+
 def test_runs_from_the_shipped_sample_alone(small):
     run = small["root"] / "sample-only"
     cxlnet("finetune", *small["overrides"][:5], f"paths.output_dir={small['root']}", f"hydra.run.dir={run}",
