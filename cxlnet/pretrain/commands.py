@@ -92,8 +92,11 @@ def atomic_checkpoint_io(accelerator: str):
     first), writing to a temporary file beside the target that is fsynced and renamed into place."""
     from lightning_fabric.utilities.cloud_io import get_filesystem
 
+    from cxlnet.training import require_torch_xla
+
     if accelerator == "tpu":
-        from lightning_fabric.plugins.io.xla import XLACheckpointIO as Writer  # torch-xla: checked before
+        require_torch_xla()  # XLACheckpointIO raises a bare ModuleNotFoundError without it
+        from lightning_fabric.plugins.io.xla import XLACheckpointIO as Writer
     else:
         from pytorch_lightning.plugins.io import TorchCheckpointIO as Writer
 
@@ -150,7 +153,7 @@ def train(cfg: DictConfig) -> dict:
 
     from cxlnet.pretrain.corpus import TokenStore
     from cxlnet.pretrain.module import PretrainModule
-    from cxlnet.training import build_trainer, ensure_unfinished, require_torch_xla
+    from cxlnet.training import build_trainer, ensure_unfinished
 
     started = time.time()
     out_dir = run_dir()
@@ -177,8 +180,6 @@ def train(cfg: DictConfig) -> dict:
         every_n_train_steps=int(cfg.train.save_steps), save_top_k=int(cfg.train.keep_checkpoints),
         monitor="step", mode="max", save_last=True, save_on_train_epoch_end=False,
     ))
-    if cfg.hardware.accelerator == "tpu":
-        require_torch_xla()
     plugins = [atomic_checkpoint_io(cfg.hardware.accelerator)]
     trainer = build_trainer(
         cfg, out_dir, group=None, max_steps=int(cfg.train.max_steps), max_epochs=-1,

@@ -281,7 +281,7 @@ class PretrainStream:
             ids_list.append(sh.ids)
             sent_list.append(sent)
         data, sent = np.concatenate(ids_list), np.concatenate(sent_list)
-        nf = cfg.bsz // 2 if cfg.bi_data else cfg.bsz
+        nf = self._n_streams
         T = data.size // nf
         fwd, fsent = data[: nf * T].reshape(nf, T), sent[: nf * T].reshape(nf, T)
         # sentence boundaries k (sent[k] != sent[k-1]) of each forward stream; reversed, k -> T - k
@@ -369,10 +369,15 @@ class PretrainStream:
             p += 1
             self._pass_start[p] = g
 
+    @property
+    def _n_streams(self) -> int:
+        """Forward text streams of a pass (bi_data: each row pair is one stream and its reversal)."""
+        return self.cfg.bsz // 2 if self.cfg.bi_data else self.cfg.bsz
+
     def _stream_len(self) -> int:
         """Tokens per stream row T (the same in every pass: the shards are only reordered)."""
         tokens = sum(int(self.store.manifest["shards"][k]["tokens"]) for k in self.shards)
-        return tokens // (self.cfg.bsz // 2 if self.cfg.bi_data else self.cfg.bsz)
+        return tokens // self._n_streams
 
     def _window_count(self) -> int:
         T, L = self._stream_len(), self.cfg.seq_len
@@ -380,10 +385,9 @@ class PretrainStream:
 
     def _too_small_message(self, empty_passes: int) -> str:
         cfg = self.cfg
-        rows = cfg.bsz // 2 if cfg.bi_data else cfg.bsz
         if self._window_count() == 0:
-            return (f"corpus too small: shards {self.shards} give {rows} streams of {self._stream_len()} tokens, "
-                    f"fewer than one window of seq_len {cfg.seq_len} (bsz {cfg.bsz}); lower bsz or seq_len")
+            return (f"corpus too small: shards {self.shards} give {self._n_streams} streams of "
+                    f"{self._stream_len()} tokens, fewer than one window of seq_len {cfg.seq_len} (bsz {cfg.bsz}); lower bsz or seq_len")
         return (f"no batch in {empty_passes} consecutive passes of shards {self.shards}: the A/B split fails at "
                 f"the first window of some stream every time (a sentence runs to the end of its stream: put one "
                 f"sentence per line, or lower bsz {cfg.bsz} / seq_len {cfg.seq_len})")
