@@ -48,9 +48,9 @@ def _load(target: str):
 
 
 def _conf_groups() -> set[str]:
-    import cxlnet.conf
+    from cxlnet.confdir import conf_dir
 
-    return {p.name for p in Path(cxlnet.conf.__file__).parent.iterdir() if p.is_dir() and not p.name.startswith("_")}
+    return {p.name for p in conf_dir().iterdir() if p.is_dir() and not p.name.startswith("_")}
 
 
 def sweep_subdir(overrides: list[str]) -> str | None:

@@ -15,6 +15,7 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
+from cxlnet.confdir import CONF_DIR
 from cxlnet.errors import CxlnetError, atomic_write_text
 from cxlnet.finetune import build_task
 from cxlnet.paths import resolve_data_file
@@ -156,13 +157,13 @@ def predict(cfg: DictConfig) -> list[dict]:
     return rows
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="eval")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="eval")
 @hydra_job
 def eval_main(cfg: DictConfig) -> None:
     evaluate(cfg)
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="predict")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="predict")
 @hydra_job
 def predict_main(cfg: DictConfig) -> None:
     predict(cfg)

@@ -10,6 +10,7 @@ import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 
+from cxlnet.confdir import CONF_DIR
 from cxlnet.errors import CxlnetError
 from cxlnet.paths import resolve_data_file, resolve_data_files
 from cxlnet.runs import hydra_job, model_loader, run_dir, show_config, sweep_dir, sweep_group
@@ -78,7 +79,7 @@ def finetune(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="finetune")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="finetune")
 @hydra_job
 def main(cfg: DictConfig) -> None:
     finetune(cfg)

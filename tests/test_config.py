@@ -1,13 +1,13 @@
 """Every config group option composes (Hydra's compose API, no subprocess per option)."""
 from __future__ import annotations
 
-from importlib.resources import files
-
 import pytest
-from hydra import compose, initialize_config_module
+from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-CONF = files("cxlnet.conf")
+from cxlnet.confdir import CONF_DIR, conf_dir
+
+CONF = conf_dir()
 GROUPS = ["model", "task", "hardware", "optimizer", "logger", "sweep", "experiment"]
 
 
@@ -16,7 +16,7 @@ def options(group: str) -> list[str]:
 
 
 def compose_finetune(*overrides: str):
-    with initialize_config_module(config_module="cxlnet.conf", version_base="1.3"):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return compose("finetune", overrides=list(overrides), return_hydra_config=True)
 
 

@@ -325,9 +325,11 @@ def test_accumulation_resume_and_slices(work):
 
 @pytest.mark.parametrize("preset", ["pretrain_mid", "pretrain_mid_gpu", "pretrain_demo"])
 def test_experiment_presets_compose(preset):
-    from hydra import compose, initialize_config_module
+    from hydra import compose, initialize_config_dir
 
-    with initialize_config_module(config_module="cxlnet.conf", version_base="1.3"):
+    from cxlnet.confdir import CONF_DIR
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose(config_name="train", overrides=[f"experiment={preset}"])
     d, opt = cfg.data, cfg.optimizer
     if preset == "pretrain_demo":

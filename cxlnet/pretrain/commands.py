@@ -27,6 +27,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from cxlnet.confdir import CONF_DIR
 from cxlnet.errors import CxlnetError, atomic_write_json, atomic_write_via
 from cxlnet.paths import resolve_data_file
 from cxlnet.runs import hydra_job, resolve_pretrained, run_dir, show_config
@@ -55,7 +56,7 @@ def vocab(cfg: DictConfig) -> Path:
     return model
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="vocab")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="vocab")
 @hydra_job
 def vocab_main(cfg: DictConfig) -> None:
     vocab(cfg)
@@ -80,7 +81,7 @@ def data(cfg: DictConfig) -> dict:
     return manifest
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="data")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="data")
 @hydra_job
 def data_main(cfg: DictConfig) -> None:
     data(cfg)
@@ -224,7 +225,7 @@ def read_losses(path: Path) -> list[tuple[int, float, float]]:
     return rows
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 @hydra_job
 def train_main(cfg: DictConfig) -> None:
     train(cfg)

@@ -1,0 +1,23 @@
+"""Where the Hydra config tree lives.
+
+The tree is `conf/` at the top of the repository, next to `cxlnet/`, so a checkout reads and
+diffs it as the project's own files. A wheel ships the same tree inside the package as
+`cxlnet/conf/` (`pyproject.toml`: `force-include`), so an installed cxlnet finds it there, and an
+editable install or a plain checkout finds the top-level one.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def conf_dir() -> Path:
+    """The config tree: inside the installed package (wheel), else the checkout's `conf/`."""
+    for candidate in (_PACKAGE / "conf", _PACKAGE.parent / "conf"):
+        if (candidate / "finetune.yaml").is_file():
+            return candidate
+    raise FileNotFoundError(f"cxlnet's config tree is neither {_PACKAGE / 'conf'} nor {_PACKAGE.parent / 'conf'}")
+
+
+CONF_DIR = str(conf_dir())
