@@ -34,11 +34,15 @@ def test_weight_decay_groups_follow_xlnet():
 def test_layer_decay_scales_by_depth():
     model = tiny_model()
     scales = layer_scales(model, 0.5)
-    layered = {n: s for n, s in scales.items() if layer_index(n) is not None}
+    # seg_embed lives in our layer modules but outside the original's `layer_{l}/` scope (stacked
+    # model/transformer/seg_embed): like r_*_bias, embeddings and heads it keeps 1 (spec §4.2)
+    layered = {n: s for n, s in scales.items() if layer_index(n) is not None and not n.endswith("seg_embed")}
     assert {layer_index(n) for n in layered} == {0, 1, 2}
     for name, scale in layered.items():
         assert scale == 0.5 ** (2 - layer_index(name))
-    assert all(s == 1.0 for n, s in scales.items() if layer_index(n) is None)
+    outside = {n: s for n, s in scales.items() if n not in layered}
+    assert any(n.endswith("seg_embed") for n in outside) and any("r_s_bias" in n for n in outside)
+    assert all(s == 1.0 for s in outside.values())
 
 
 def test_build_optimizer_lr_mode_scales_learning_rates():

@@ -171,7 +171,7 @@ def train(cfg: DictConfig) -> dict:
         model.compile()
     data_cfg = OmegaConf.merge(cfg.data, {"store": str(store_path)})
     module = PretrainModule(model, cfg.optimizer, data_cfg, seed=int(cfg.seed), loss_log=out_dir / LOSS_LOG,
-                            stop_after=cfg.train.stop_after)
+                            stop_after=cfg.train.stop_after, mem_reset_every=cfg.get("mem_reset_every"))
 
     callbacks = [RichProgressBar(leave=True)] if cfg.trainer.enable_progress_bar else []
     if cfg.logger.kind != "none":
