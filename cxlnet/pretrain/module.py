@@ -271,7 +271,8 @@ class PretrainModule(TrainModule):
 
 def lm_loss(logits: torch.Tensor, target: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:
     """Σ(ce · target_mask) / Σ target_mask over the [B, P] target slots (spec §3.9)."""
-    ce = F.cross_entropy(logits.float().flatten(0, 1), target.flatten(), reduction="none").view_as(target_mask)
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # fp32 or wider, never bf16
+    ce = F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none").view_as(target_mask)
     mask = target_mask.to(ce.dtype)
     return (ce * mask).sum() / mask.sum().clamp_min(1.0)
 
