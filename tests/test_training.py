@@ -69,3 +69,34 @@ def test_wandb_runs_of_a_sweep_share_a_group(tmp_path, monkeypatch):
     assert wandb_logger._wandb_init["name"] == "cmrc2018-mid-seed3"
     _, single = build_loggers(cfg, tmp_path, group=None)
     assert single._wandb_init["group"] == "cmrc2018-mid-seed3"
+
+
+def test_shard_accumulation_splits_the_batch_into_whole_shards_per_process():
+    from cxlnet.errors import CxlnetError
+    from cxlnet.training import shard_accumulation
+
+    assert shard_accumulation(8, world_size=1, accumulation=1) == 8   # one device: 8 micro-batches
+    assert shard_accumulation(8, world_size=2, accumulation=1) == 4   # DDP: 4 shards per process
+    assert shard_accumulation(8, world_size=8, accumulation=1) == 1   # one shard per device, like a TPU core
+    assert shard_accumulation(8, world_size=1, accumulation=16) == 16  # smaller micro-batches: 2 per shard
+    assert shard_accumulation(8, world_size=2, accumulation=3) == 12
+    with pytest.raises(CxlnetError, match="clip_shards=8 with 3 processes"):
+        shard_accumulation(8, world_size=3, accumulation=1)
+
+
+def test_task_presets_use_the_originals_optimizer():
+    from test_config import compose_finetune
+
+    for task in ("cmrc2018", "drcd", "chnsenticorp"):
+        cfg = compose_finetune(f"task={task}")
+        assert cfg.optimizer.optim._target_ == "cxlnet.optim.TFAdam" and cfg.optimizer.clip_shards == 8
+    assert compose_finetune("task=cmrc2018", "optimizer=adamw").optimizer.optim._target_ == "torch.optim.AdamW"
+    demo = compose_finetune("experiment=demo").optimizer
+    assert demo.optim._target_ == "torch.optim.AdamW" and demo.clip_shards == 1
+
+
+def test_tf_adam_refuses_weight_decay():
+    from cxlnet.optim import TFAdam
+
+    with pytest.raises(ValueError, match="xlnet_adamw"):
+        TFAdam([torch.nn.Parameter(torch.zeros(2))], weight_decay=0.01)
