@@ -131,6 +131,18 @@ def build_model(cfg: DictConfig, vocab_size: int, store_desc: str = "the token s
     return model
 
 
+def write_store_record(cfg: DictConfig, out_dir: Path, store) -> None:
+    """The run record of a pre-training run: every file of the token store and its tokenizer."""
+    from cxlnet.pretrain.corpus import MANIFEST
+    from cxlnet.record import write_run_record
+
+    names = [MANIFEST, "start_pieces.npy"] + [s[k] for s in store.manifest["shards"] for k in ("ids", "sent")]
+    files = {f"store/{name}": store.dir / name for name in names if (store.dir / name).is_file()}
+    tok = Path(store.manifest.get("tokenizer", {}).get("path", ""))
+    write_run_record(out_dir, files, tok if tok.is_file() else None,
+                     accelerator=cfg.hardware.accelerator, devices=cfg.hardware.devices)
+
+
 def _resume_path(cfg: DictConfig, out_dir: Path) -> Path | None:
     setting = cfg.train.ckpt_path
     last = out_dir / "checkpoints" / "last.ckpt"
@@ -164,6 +176,7 @@ def train(cfg: DictConfig) -> dict:
     vocab_size = int(store.manifest["vocab_size"])
     tok_path = store.manifest.get("tokenizer", {}).get("path", "?")
     show_config(cfg, out_dir)
+    write_store_record(cfg, out_dir, store)
     ckpt = _resume_path(cfg, out_dir)
     pl.seed_everything(int(cfg.seed), workers=True)
     model = build_model(cfg, vocab_size, f"{tok_path}, store {store_path}")
