@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from cxlnet.confdir import CONF_DIR
 from cxlnet.errors import CxlnetError, atomic_write_json, atomic_write_via
 from cxlnet.paths import resolve_data_file
-from cxlnet.runs import hydra_job, resolve_pretrained, run_dir, show_config
+from cxlnet.runs import chosen_architecture, hydra_job, load_reported, run_dir, show_config
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,8 @@ def build_model(cfg: DictConfig, vocab_size: int, store_desc: str = "the token s
         source = f"XLNet-{cfg.model.size} config"
     else:
         source = f"model.pretrained={cfg.model.pretrained}"
-        model = XLNetLMHeadModel.from_pretrained(resolve_pretrained(cfg.model.pretrained), **overrides)
+        model = load_reported(XLNetLMHeadModel, cfg.model.pretrained,
+                              chosen_architecture(cfg, **{"vocab_size": vocab_size, **overrides}), cfg.model.name, **overrides)
     if model.config.vocab_size != vocab_size:
         raise CxlnetError(f"{source}: vocab size {model.config.vocab_size} differs from the tokenizer's "
                           f"{vocab_size} ({store_desc})")
