@@ -340,12 +340,16 @@ def exported_checkpoint(ckpt: str | Path) -> Path:
 def export_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="cxlnet export",
-        description="Turn a `cxlnet train` checkpoint (or run directory: its checkpoints/last.ckpt) into "
-                    "Hugging Face format (config.json + model.safetensors, loadable by "
-                    "transformers.XLNetLMHeadModel).")
-    parser.add_argument("checkpoint", help="a .ckpt file or a `cxlnet train` run directory")
+        description="Write a publishable model directory: Hugging Face format (config.json + "
+                    "model.safetensors, loadable by transformers), spiece.model and a model card (README.md "
+                    "with a model-index, max (mean) over seeds), from a fine-tuning sweep or run directory, "
+                    "or a `cxlnet train` checkpoint or run directory (its checkpoints/last.ckpt).")
+    parser.add_argument("checkpoint", help="a sweep dir (summary.json), a finetune run dir, a `cxlnet train` "
+                                           "run dir or a .ckpt file")
     parser.add_argument("out_dir", help="output directory")
     args = parser.parse_args(argv)
-    out = export_checkpoint(args.checkpoint, args.out_dir)
+    from cxlnet.modelcard import export_any
+
+    out = export_any(args.checkpoint, args.out_dir)
     print(out)
     return 0
