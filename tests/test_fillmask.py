@@ -162,7 +162,7 @@ def test_cli_fillmask_prints_report_and_predictions(memorised, tokenizer, tmp_pa
     stdout = capsys.readouterr().out
     assert rc == 0
     assert "HF safetensors" in stdout and "differs from model=tiny: d_model, n_head, d_inner" in stdout
-    assert "lm_loss" in stdout and "loaded" in stdout
+    assert "lm_loss" in stdout and "loaded" in stdout and f"weights directory or TF checkpoint ({directory})" in stdout
     (row,) = [json.loads(line) for line in out.read_text().splitlines()]
     assert [m["piece"] for m in row["masks"]] == hidden and row["order"] == "left_to_right"
     record = json.loads((tmp_path / "filled.jsonl.run_record.json").read_text())
