@@ -172,7 +172,7 @@ class TrainModule(pl.LightningModule):
         if (world * accumulation) % self.clip_shards:
             raise CxlnetError(f"optimizer.clip_shards={self.clip_shards}: {world} processes x accumulate_grad_batches "
                               f"{accumulation} micro-batches do not split into {self.clip_shards} shards")
-        if "16" in str(self.trainer.precision) and "bf16" not in str(self.trainer.precision):
+        if str(self.trainer.precision) in ("16-mixed", "16"):
             raise CxlnetError("optimizer.clip_shards > 1 clips unscaled gradients: use hardware.precision "
                               "32-true or bf16-mixed, not fp16 with loss scaling")
         from torch.nn.parallel import DistributedDataParallel

@@ -45,7 +45,7 @@ def main(world: int, out: str) -> None:
         rows = [t[order] for t in rows]
     trainer = pl.Trainer(accelerator="cpu", devices=world, strategy="ddp" if world > 1 else "auto", max_steps=STEPS,
                          use_distributed_sampler=False,
-                         gradient_clip_val=float(sys.argv[3]) if len(sys.argv) > 3 else 0.05, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         gradient_clip_val=float(sys.argv[3]) if len(sys.argv) > 3 else 0.01, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0)
     trainer.accumulate_grad_batches = shard_accumulation(SHARDS, trainer.world_size, 1)
     data = torch.utils.data.TensorDataset(*rows)
