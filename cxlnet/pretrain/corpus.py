@@ -74,14 +74,6 @@ def _cut_points(n_tokens: int, boundaries: np.ndarray, num_shards: int) -> list[
     return cuts
 
 
-def continue_sent_ids(sent: np.ndarray, prev_last: bool | None) -> tuple[np.ndarray, bool]:
-    """XLNet negates a file's sentence ids when its first one equals the previous file's last one,
-    so the boundary between two concatenated files stays a sentence boundary."""
-    if prev_last is not None and bool(sent[0]) == prev_last:
-        sent = ~sent
-    return sent, bool(sent[-1])
-
-
 IF_EXISTS = ("refuse", "overwrite", "append")
 SLICE_PATTERN = re.compile(r"task-(\d{5})-of-(\d{5})")
 

@@ -36,6 +36,12 @@ BOM = b"\xef\xbb\xbf"
 COPY_TOKENS = 1 << 22  # tokens per read/write when parts are copied into shards (bounds the memory)
 
 
+def negate_at_join(first: bool, prev_last: bool | None) -> bool:
+    """XLNet negates a file's sentence ids when its first one equals the previous file's last one,
+    so the boundary between two concatenated files stays a sentence boundary."""
+    return prev_last is not None and bool(first) == prev_last
+
+
 def store_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16 if vocab_size <= 65535 else np.uint32)
 
@@ -262,7 +268,7 @@ class PartLayout:
                 before += r["lines"] + r["blank"]
             with_tokens = [(r, p) for r, p in zip(file_records, parity) if r["tokens"]]
             first = with_tokens[0][0]["first"] ^ with_tokens[0][1]
-            file_flip = prev_last is not None and first == prev_last  # XLNet's negation at a file join
+            file_flip = negate_at_join(first, prev_last)
             for r, p in with_tokens:
                 self.parts.append(Part(PartFiles(work / r["stem"]), offset, r["tokens"], p ^ file_flip))
                 offset += r["tokens"]
