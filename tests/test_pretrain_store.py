@@ -268,3 +268,40 @@ def test_a_pass_reads_views_of_the_store(tmp_path, tok):
     # a concatenated pass (ids 2 bytes/token + sentence ids) would alone be ~3x the token bytes
     assert peak < token_bytes / 4, (peak, token_bytes)
     assert all(isinstance(s.ids, np.memmap) and isinstance(s.sent_bits, np.memmap) for s in st._pass.text.shards)
+
+
+def test_row_boundaries_answer_like_the_sorted_array(tmp_path, tok):
+    """Each row's boundaries, found by scanning the packed bits near a position (backward rows
+    mirrored), answer every query as the sorted array of the whole row would, edges included."""
+    from cxlnet.pretrain.examples import split_a_and_b
+    from cxlnet.pretrain.passview import SortedBoundaries
+
+    build_store(equivalence_inputs(tmp_path), tok, tmp_path / "store", num_shards=4)
+    st = PretrainStream(tmp_path / "store", **SMALL)  # bi_data: rows 0-1 forward, 2-3 the same reversed
+    pd = st._get_pass(0)
+    sents, prev = [], None
+    for k in st.shard_order(0):
+        sent = st.store.shard(k).sent
+        if prev is not None and bool(sent[0]) == prev:
+            sent = ~sent
+        sents.append(sent)
+        prev = bool(sent[-1])
+    T = pd.T
+    rows = np.concatenate(sents)[: 2 * T].reshape(2, T)
+    fwd = [np.flatnonzero(row[1:] != row[:-1]) + 1 for row in rows]
+    gen = np.random.default_rng(0)
+    for r in range(4):
+        f, reverse = int(pd.src[r]), bool(pd.reverse[r])
+        ref = SortedBoundaries(T - fwd[f][::-1] if reverse else fwd[f])
+        got = pd.bnd[r]
+        near = np.concatenate([ref.bnd[:15], ref.bnd[-15:]])
+        points = np.concatenate([[0, 1, 2, T - 2, T - 1, T], near - 1, near, near + 1, gen.integers(0, T, 40)])
+        for p in points.tolist():
+            assert got.first_at_or_after(p) == ref.first_at_or_after(p), (r, p)
+            assert got.last_at_or_before(p) == ref.last_at_or_before(p), (r, p)
+            for width in (1, 300):
+                assert np.array_equal(got.within(p, p + width), ref.within(p, p + width)), (r, p, width)
+        for trial in range(40):
+            begin = int(gen.integers(0, T))
+            assert split_a_and_b(got, T, begin, 29, np.random.default_rng(trial)) == \
+                split_a_and_b(ref.bnd, T, begin, 29, np.random.default_rng(trial))
