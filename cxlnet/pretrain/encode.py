@@ -191,7 +191,7 @@ def encode_parts(files: list[Path], tokenizer: Tokenizer, work: Path, part_bytes
     sources, reused = [], 0
     try:
         for path in files:
-            digest = hashlib.sha256()
+            digest = None if path.suffix == ".gz" else hashlib.sha256()  # a .gz file: its bytes, hashed after
             fp = file_fingerprint(path)
             name = hashlib.sha1(fp["path"].encode()).hexdigest()[:16]
             parts: list[dict | Future] = []
@@ -210,7 +210,7 @@ def encode_parts(files: list[Path], tokenizer: Tokenizer, work: Path, part_bytes
                     while len(in_flight) > 2 * num_workers:
                         in_flight.popleft().result()  # waits, and raises a worker's error early
             per_file.append(parts)
-            sha = sha256_file(path) if path.suffix == ".gz" else digest.hexdigest()
+            sha = sha256_file(path) if digest is None else digest.hexdigest()
             sources.append({"path": str(path), "bytes": fp["size"], "sha256": sha})
         records = [[p.result() if isinstance(p, Future) else p for p in parts] for parts in per_file]
     finally:
