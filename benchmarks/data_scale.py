@@ -56,48 +56,54 @@ def synth_corpus(dest: Path, mb: float, source: Path) -> list[Path]:
     return files
 
 
-def _tree_memory(pid: int) -> tuple[int, int]:
-    """(Σ RSS, Σ PSS) bytes of pid and all its descendants. Forked workers share their parent's
-    pages: RSS counts a shared page in every process, PSS divides it among them (the real total)."""
-    rss = pss = 0
+def _tree_memory(pid: int) -> tuple[int, int, int]:
+    """(Σ RSS, Σ PSS, Σ anonymous) bytes of pid and all its descendants. Forked workers share their
+    parent's pages: RSS counts a shared page in every process, PSS divides it among them (the real
+    total). Anonymous = private memory (heap), without the file pages a memory map has touched."""
+    rss = pss = anon = 0
     todo = [pid]
     while todo:
         p = todo.pop()
         try:
             with open(f"/proc/{p}/smaps_rollup") as fh:
                 for line in fh:
-                    if line.startswith("Rss:"):
-                        rss += int(line.split()[1]) * 1024
-                    elif line.startswith("Pss:"):
-                        pss += int(line.split()[1]) * 1024
+                    key, _, value = line.partition(":")
+                    if key in ("Rss", "Pss", "Anonymous"):
+                        kb = int(value.split()[0]) * 1024
+                        rss, pss, anon = rss + kb * (key == "Rss"), pss + kb * (key == "Pss"), anon + kb * (key == "Anonymous")
             for task in os.listdir(f"/proc/{p}/task"):
                 with open(f"/proc/{p}/task/{task}/children") as fh:
                     todo += [int(c) for c in fh.read().split()]
         except (OSError, ValueError):
             continue
-    return rss, pss
+    return rss, pss, anon
 
 
 def measure(argv: list[str], env: dict | None = None, timeout: float = 3600) -> dict:
-    """Run a command: wall seconds, peak memory of its process tree (Σ RSS, Σ PSS), its last output line."""
+    """Run a command: wall seconds, CPU seconds (its own and its children's), peak memory of its
+    process tree (Σ RSS, Σ PSS, Σ anonymous), its output."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, **(env or {})}, cwd=REPO)
-    peak = peak_pss = 0
+    peak = [0, 0, 0]
     out_chunks: list[str] = []
     reader = threading.Thread(target=lambda: out_chunks.append(proc.stdout.read()), daemon=True)
     reader.start()
-    while proc.poll() is None:
-        rss, pss = _tree_memory(proc.pid)
-        peak, peak_pss = max(peak, rss), max(peak_pss, pss)
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        peak = [max(a, b) for a, b in zip(peak, _tree_memory(proc.pid))]
         if time.perf_counter() - t0 > timeout:
             proc.kill()
         time.sleep(SAMPLE_S)
+    proc.returncode = os.waitstatus_to_exitcode(status)
     reader.join()
     wall = time.perf_counter() - t0
     out = "".join(out_chunks).strip()
-    return {"rc": proc.returncode, "seconds": wall, "peak_mb": peak / 2**20, "peak_pss_mb": peak_pss / 2**20, "last": out.splitlines()[-1] if out else "",
-            "output": out}
+    return {"rc": proc.returncode, "seconds": wall, "cpu_s": usage.ru_utime + usage.ru_stime,
+            "peak_mb": peak[0] / 2**20, "peak_pss_mb": peak[1] / 2**20, "peak_anon_mb": peak[2] / 2**20,
+            "last": out.splitlines()[-1] if out else "", "output": out}
 
 
 def _python(code: str, path: Path | None = None) -> list[str]:
@@ -111,19 +117,19 @@ import sentencepiece as spm
 from cxlnet.pretrain.encode import iter_blocks
 from pathlib import Path
 sp = spm.SentencePieceProcessor(model_file=sys.argv[1])
-limit, done, spent = float(sys.argv[2]) * 1e6, 0, 0.0
+limit, done, spent, cpu = float(sys.argv[2]) * 1e6, 0, 0.0, 0.0
 for f in sys.argv[3:]:
     for _, _, block in iter_blocks(Path(f), 4 << 20):
         lines = [l for l in block.decode("utf-8").split("\\n") if l.strip()]
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         sp.encode(lines, out_type=int, num_threads=1)
-        spent += time.perf_counter() - t0
+        spent, cpu = spent + time.perf_counter() - t0, cpu + time.process_time() - c0
         done += len(block)
         if done >= limit:
             break
     if done >= limit:
         break
-print(f"{done / 1e6 / spent:.3f} {done}")
+print(f"{done / 1e6 / spent:.3f} {done / 1e6 / cpu:.3f} {done}")
 """
 
 OLD_ENCODE_CODE = """
@@ -189,7 +195,7 @@ def run(sizes_mb: list[float], spiece: Path, source: Path, scratch_root: str | N
             row["tokens"] = json.loads((store / "store.json").read_text())["counts"]["tokens"]
             print(f"  data-scale {text_mb:.0f} MB: raw sentencepiece ...", flush=True)
             raw = measure(_python(RAW_CODE) + [str(spiece), str(RAW_MAX_MB), *map(str, files)], env={"PYTHONPATH": str(REPO)})
-            row["raw_mb_s"] = float(raw["last"].split()[0]) if raw["rc"] == 0 else None
+            row["raw_mb_s"], row["raw_mb_cpu_s"] = map(float, raw["last"].split()[:2]) if raw["rc"] == 0 else (None, None)
             if old is not None and text_mb <= baseline_max_mb * 1.05:
                 print(f"  data-scale {text_mb:.0f} MB: baseline encoder ...", flush=True)
                 row["old"] = measure(_python(OLD_ENCODE_CODE, old) + [str(spiece), str(scratch / "old-store"), *map(str, files)])
@@ -206,9 +212,9 @@ def run(sizes_mb: list[float], spiece: Path, source: Path, scratch_root: str | N
     return rows, notes
 
 
-COLUMNS = ["corpus", "tokens", "`cxlnet data` s", "MB/s", "peak PSS MiB (Σ RSS)", "baseline s", "baseline MB/s",
-           "baseline RSS MiB", "speed ×", "raw spm MB/s (1 thread)", "per worker / raw", "loader RSS MiB",
-           "baseline loader RSS MiB"]
+COLUMNS = ["corpus", "tokens", "`cxlnet data` s", "MB/s", "MB/CPU-s", "peak PSS MiB (Σ RSS)", "baseline s",
+           "baseline MB/s", "baseline MB/CPU-s", "baseline RSS MiB", "speed ×", "CPU efficiency ×",
+           "raw spm MB/s (MB/CPU-s)", "per CPU / raw", "loader RSS MiB (anon)", "baseline loader RSS MiB (anon)"]
 
 
 def _ok(m: dict | None) -> bool:
@@ -216,6 +222,10 @@ def _ok(m: dict | None) -> bool:
 
 
 def table_cells(rows: list[dict]) -> list[list[str]]:
+    """One row per corpus. speed × = wall MB/s over the baseline's; CPU efficiency × = MB per CPU
+    second over the baseline's (insensitive to other load on the machine; on an idle machine the
+    wall speed-up is about workers × this). per CPU / raw = MB per CPU second of `cxlnet data`,
+    everything included, over raw SentencePiece's."""
     measured_old = [r for r in rows if _ok(r.get("old"))]
     out = []
     for r in rows:
@@ -224,28 +234,33 @@ def table_cells(rows: list[dict]) -> list[list[str]]:
             out.append([size, "", f"failed: {r['error'].splitlines()[-1][:120]}"] + [""] * (len(COLUMNS) - 3))
             continue
         new = r["new"]
-        mbs = r["mb"] / new["seconds"]
+        mbs, mbc = r["mb"] / new["seconds"], r["mb"] / new["cpu_s"]
         old = r.get("old")
         if _ok(old):
-            old_mbs, ref = r["mb"] / old["seconds"], ""
-            old_cells = [f"{old['seconds']:.1f}", f"{old_mbs:.2f}", f"{old['peak_mb']:.0f}"]
+            ref_row, ref = r, ""
+            old_cells = [f"{old['seconds']:.1f}", f"{r['mb'] / old['seconds']:.2f}", f"{r['mb'] / old['cpu_s']:.2f}",
+                         f"{old['peak_mb']:.0f}"]
         elif measured_old:
-            big = max(measured_old, key=lambda x: x["mb"])
-            old_mbs, ref = big["mb"] / big["old"]["seconds"], f" (vs {big['mb']:.0f} MB)"
-            old_cells = ["not run", "", ""]
+            ref_row = max(measured_old, key=lambda x: x["mb"])
+            ref = f" (vs {ref_row['mb']:.0f} MB)"
+            old_cells = ["not run", "", "", ""]
         else:
-            old_mbs, ref, old_cells = None, "", ["—", "—", "—"]
-        raw = r.get("raw_mb_s")
-        loader = r.get("loader")
-        old_loader = r.get("old_loader")
+            ref_row, ref, old_cells = None, "", ["—"] * 4
+        ratios = ["—", "—"]
+        if ref_row is not None:
+            o = ref_row["old"]
+            ratios = [f"{mbs / (ref_row['mb'] / o['seconds']):.2f}{ref}", f"{mbc / (ref_row['mb'] / o['cpu_s']):.2f}{ref}"]
+        raw, raw_cpu = r.get("raw_mb_s"), r.get("raw_mb_cpu_s")
+        loader, old_loader = r.get("loader"), r.get("old_loader")
+
+        def mem(m):
+            return f"{m['peak_mb']:.0f} ({m['peak_anon_mb']:.0f})" if _ok(m) else ("failed" if m else "—")
+
         out.append([
-            size, f"{r['tokens'] / 1e6:.1f}M", f"{new['seconds']:.1f}", f"{mbs:.2f}",
-            f"{new['peak_pss_mb']:.0f} ({new['peak_mb']:.0f})", *old_cells,
-            f"{mbs / old_mbs:.2f}{ref}" if old_mbs else "—",
-            f"{raw:.2f}" if raw else "—",
-            f"{mbs / r['workers'] / raw:.2f}" if raw else "—",
-            f"{loader['peak_mb']:.0f}" if _ok(loader) else "failed",
-            f"{old_loader['peak_mb']:.0f}" if _ok(old_loader) else ("failed" if old_loader else "—"),
+            size, f"{r['tokens'] / 1e6:.1f}M", f"{new['seconds']:.1f}", f"{mbs:.2f}", f"{mbc:.2f}",
+            f"{new['peak_pss_mb']:.0f} ({new['peak_mb']:.0f})", *old_cells, *ratios,
+            f"{raw:.2f} ({raw_cpu:.2f})" if raw else "—", f"{mbc / raw_cpu:.2f}" if raw_cpu else "—",
+            mem(loader), mem(old_loader),
         ])
     return out
 

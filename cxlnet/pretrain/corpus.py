@@ -36,6 +36,7 @@ from __future__ import annotations
 import glob
 import io
 import logging
+import mmap
 import os
 import re
 import shutil
@@ -245,6 +246,15 @@ def _move_into_place(target: Path, out_dir: Path) -> None:
 class Shard:
     ids: np.ndarray  # store dtype (uint16 / uint32), memory-mapped
     sent_bits: np.ndarray  # uint8, np.packbits of the sent_id bools, memory-mapped
+    maps: tuple = ()  # the memory maps under both
+
+    def release(self) -> None:
+        """Unmap the pages read so far (they stay in the page cache): without this, every page a
+        batch touched (with the kernel's fault-around, 64 KB per random read) would count in this
+        process's RSS, which would then grow with the store up to its size."""
+        for m in self.maps:
+            if hasattr(m, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+                m.madvise(mmap.MADV_DONTNEED)
 
     @property
     def size(self) -> int:
@@ -296,7 +306,8 @@ class TokenStore:
         if k not in self._shards:
             info = self.manifest["shards"][k]
             try:
-                shard = Shard(np.load(self.dir / info["ids"], mmap_mode="r"), np.load(self.dir / info["sent"], mmap_mode="r"))
+                (ids, ids_map), (sent, sent_map) = _map_npy(self.dir / info["ids"]), _map_npy(self.dir / info["sent"])
+                shard = Shard(ids, sent, (ids_map, sent_map))
             except (OSError, ValueError) as err:
                 raise CxlnetError(f"{self.dir}: shard {k} unreadable ({err})") from None
             if shard.ids.size != int(info["tokens"]) or shard.sent_bits.size != (shard.ids.size + 7) // 8:
@@ -304,9 +315,27 @@ class TokenStore:
             self._shards[k] = shard
         return self._shards[k]
 
+    def release(self) -> None:
+        """Unmap the store pages read so far (see `Shard.release`)."""
+        for shard in self._shards.values():
+            shard.release()
+
     def last_sentence_bit(self) -> bool:
         last = next(self.shard(k) for k in reversed(range(self.num_shards)) if self.shard(k).size)
         return bool(last.sent_window(last.size - 1, last.size)[0])
+
+
+def _map_npy(path: Path) -> tuple[np.ndarray, mmap.mmap]:
+    """A 1-D `.npy` file as a read-only array over its memory map, and the map."""
+    with path.open("rb") as fh:
+        version = np.lib.format.read_magic(fh)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _fortran, dtype = read_header(fh)
+        offset = fh.tell()
+        mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    if len(shape) != 1:
+        raise ValueError(f"{path.name}: shape {shape}, expected 1-D")
+    return np.frombuffer(mapped, dtype=dtype, count=shape[0], offset=offset), mapped
 
 
 def _read_manifest(path: Path) -> dict:

@@ -291,6 +291,7 @@ class PretrainStream:
         pd = _PassData(pass_id, text, src, reverse, bnd, 0)
         pd.steps = self._count_steps(pd)
         self._steps[pass_id] = pd.steps
+        self.store.release()
         return pd
 
     def _count_steps(self, pd: _PassData) -> int:
@@ -475,6 +476,7 @@ class PretrainStream:
         }
         if cfg.include_input_q:
             batch["input_q"] = torch.from_numpy(target_tok.astype(np.float32))
+        self.store.release()  # the windows are copied out: the loader's RSS stays one batch's pages
         return batch
 
     def iter_batches(self, start_step: int = 0, stop_step: int | None = None, stride: int = 1,
