@@ -147,7 +147,9 @@ def write_store_record(cfg: DictConfig, out_dir: Path, store) -> None:
     from cxlnet.pretrain.corpus import MANIFEST
     from cxlnet.record import write_run_record
 
-    names = [MANIFEST, "start_pieces.npy"] + [s[k] for s in store.manifest["shards"] for k in ("ids", "sent")]
+    names = [MANIFEST, store.manifest.get("start_pieces", "start_pieces.npy"),  # a union of slices: theirs
+             *(f"{name}/{MANIFEST}" for name in store.manifest.get("slices", []))]
+    names += [s[k] for s in store.manifest["shards"] for k in ("ids", "sent")]
     files = {f"store/{name}": store.dir / name for name in names if (store.dir / name).is_file()}
     tok = Path(store.manifest.get("tokenizer", {}).get("path", ""))
     write_run_record(out_dir, files, tok if tok.is_file() else None,
