@@ -52,7 +52,7 @@ def finetune(cfg: DictConfig) -> dict[str, float]:
     digest = config_hash(cfg)
     sweep = sweep_dir()
     if sweep is not None:
-        finished = check_resume(digest, out_dir, list(HydraConfig.get().overrides.task))
+        finished = check_resume(digest, sweep, out_dir, list(HydraConfig.get().overrides.task))
         if finished is not None:
             log.info("%s: finished with the same configuration, skipped", out_dir)
             return finished["metrics"]

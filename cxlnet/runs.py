@@ -38,7 +38,7 @@ def hydra_job(func):
 
     @functools.wraps(func)
     def wrapper(cfg: DictConfig):
-        from cxlnet.sweep import ConfigMismatch, record_failure
+        from cxlnet.sweep import ConfigMismatch, record_failure, run_name
 
         try:
             return func(cfg)
@@ -49,12 +49,12 @@ def hydra_job(func):
                 raise SystemExit(2) from None
             # One line naming the run; the sweep goes on, and its end reports every failed run and
             # exits non-zero. NaN tells a sweeper (Optuna) the trial failed.
-            log.error("%s: %s", run_dir().name, message)
-            record_failure(run_dir(), message)
+            log.error("%s: %s", run_name(sweep_dir(), run_dir()), message)
+            record_failure(sweep_dir(), run_dir(), message)
             return float("nan")
         except Exception as err:
             if sweep_dir() is not None:
-                record_failure(run_dir(), f"{type(err).__name__}: {err}".splitlines()[0])
+                record_failure(sweep_dir(), run_dir(), f"{type(err).__name__}: {err}".splitlines()[0])
             raise
         finally:
             _end_distributed()

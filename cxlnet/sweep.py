@@ -81,15 +81,27 @@ def collect(sweep: Path) -> tuple[list[dict], list[str], dict[str, str]]:
     """Finished runs (their metrics.json records, with the run's overrides), the names of runs that
     started but did not finish, and the recorded error of those that failed with one."""
     runs, failed, errors = [], [], {}
-    for sub in sorted(p for p in sweep.iterdir() if p.is_dir()):
-        metrics = sub / "metrics.json"
+    for sub in run_dirs(sweep):
+        name, metrics = run_name(sweep, sub), sub / "metrics.json"
         if metrics.is_file():
-            runs.append({"run": sub.name, "overrides": recorded_overrides(sub), **read_record(metrics)})
-        elif (sub / ".hydra").is_dir() or (sub / ERROR_FILE).is_file():
-            failed.append(sub.name)
+            runs.append({"run": name, "overrides": recorded_overrides(sub), **read_record(metrics)})
+        else:
+            failed.append(name)
             if (sub / ERROR_FILE).is_file():
-                errors[sub.name] = str(read_json(sub / ERROR_FILE).get("error", ""))
+                errors[name] = str(read_json(sub / ERROR_FILE).get("error", ""))
     return runs, failed, errors
+
+
+def run_dirs(sweep: Path) -> list[Path]:
+    """The runs of a sweep: directories with a metrics.json, an error record or Hydra's .hydra
+    record. Usually `seed=N`; a swept value holding a `/` (a path) nests them deeper."""
+    marks = [*sweep.rglob("metrics.json"), *sweep.rglob(ERROR_FILE), *sweep.rglob(".hydra")]
+    return sorted({p.parent for p in marks if p.parent != sweep})
+
+
+def run_name(sweep: Path, run: Path) -> str:
+    """`seed=3`: a run's path inside its sweep (the whole path where `hydra.sweep.subdir` leads outside)."""
+    return run.relative_to(sweep).as_posix() if run.is_relative_to(sweep) else run.as_posix()
 
 
 def metric_stats(runs: list[dict]) -> dict:
@@ -154,7 +166,7 @@ def print_summary(summary: dict, title: str) -> None:
     from rich.table import Table
 
     names = sorted({name for group in summary["groups"] for name in group["metrics"]})
-    table = Table(title=title, caption="max (mean) ±std over the runs of each configuration")
+    table = Table(title=title, caption="max (mean) ±std per configuration")
     table.add_column("configuration")
     table.add_column("runs", justify="right")
     for name in names:
@@ -191,11 +203,11 @@ def aggregate(sweep: str | Path, quiet: bool = False) -> dict:
     return summary
 
 
-def record_failure(run_dir: Path, message: str) -> None:
+def record_failure(sweep: Path, run_dir: Path, message: str) -> None:
     """Mark a run of a sweep as failed (with its one-line reason) and refresh the sweep's summary."""
     if not (run_dir / "metrics.json").exists():
         atomic_write_json(run_dir / ERROR_FILE, {"error": message})
-    refresh(run_dir.parent)
+    refresh(sweep)
 
 
 def _remove_fresh_run_dir(run_dir: Path) -> None:
@@ -204,7 +216,7 @@ def _remove_fresh_run_dir(run_dir: Path) -> None:
         shutil.rmtree(run_dir)
 
 
-def check_resume(digest: str, run_dir: Path, overrides: list[str]) -> dict | None:
+def check_resume(digest: str, sweep: Path, run_dir: Path, overrides: list[str]) -> dict | None:
     """For a job of a sweep: the finished record to keep (its directory holds a run of the same
     configuration), or None to run it. Raises ConfigMismatch when the job's directory, or a
     finished run of the sweep with the same overrides, holds another configuration."""
@@ -217,12 +229,14 @@ def check_resume(digest: str, run_dir: Path, overrides: list[str]) -> dict | Non
             f"{run_dir}: finished with another configuration (hash {record.get('config_hash') or 'not recorded'}, "
             f"this one {digest}); choose another hydra.sweep.dir, or remove the finished runs to redo them")
     mine = group_overrides(overrides)
-    for other in sorted(run_dir.parent.glob("*/metrics.json")):
-        record = read_record(other)
-        if recorded_overrides(other.parent) == mine and record.get("config_hash") != digest:
+    for other in run_dirs(sweep):
+        if not (other / "metrics.json").is_file() or recorded_overrides(other) != mine:
+            continue
+        record = read_record(other / "metrics.json")
+        if record.get("config_hash") != digest:
             _remove_fresh_run_dir(run_dir)
             raise ConfigMismatch(
-                f"{other.parent}: the sweep's finished runs of these overrides used another configuration "
+                f"{other}: the sweep's finished runs of these overrides used another configuration "
                 f"(hash {record.get('config_hash') or 'not recorded'}, this one {digest}); "
                 f"choose another hydra.sweep.dir, or remove the finished runs to redo them")
     return None

@@ -127,9 +127,14 @@ def load_tables(target: Path) -> list[tuple[str, dict]]:
     return tables
 
 
-def load_profile(base: Path, name: str) -> dict:
-    """`experiments/profiles/<name>.yaml` (or a path): results directory, output, seeds, overrides."""
-    path = Path(name) if name.endswith(".yaml") else base / "profiles" / f"{name}.yaml"
+def load_profile(base: Path, name: str | None) -> dict:
+    """`experiments/profiles/<name>.yaml` (or a path): results directory, output, seeds, overrides.
+    Without a name: `paper.yaml` where there is one, else the rows as declared into `results/`."""
+    defaults = {"results": "results", "out": "RESULTS.md", "seeds": None, "overrides": [], "plot_published": True,
+                "description": ""}
+    path = Path(name) if name and name.endswith(".yaml") else base / "profiles" / f"{name or 'paper'}.yaml"
+    if name is None and not path.is_file():
+        return defaults
     if not path.is_file():
         known = sorted(p.stem for p in (base / "profiles").glob("*.yaml"))
         raise CxlnetError(f"--profile {name}: no {path} (profiles: {', '.join(known) or 'none'})")
@@ -137,8 +142,7 @@ def load_profile(base: Path, name: str) -> dict:
     unknown = set(profile) - PROFILE_KEYS
     _check(not unknown, str(path), f"unknown keys {sorted(unknown)} (allowed: {', '.join(sorted(PROFILE_KEYS))})")
     _check(_is_str_list(profile.get("overrides", [])), f"{path}: overrides", "expected a list of Hydra overrides")
-    return {"results": "results", "out": "RESULTS.md", "seeds": None, "overrides": [], "plot_published": True,
-            "description": "", **profile}
+    return {**defaults, **profile}
 
 
 def compose_row(overrides: list[str]):
@@ -248,7 +252,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every row")
     args = parser.parse_intermixed_args(argv)  # overrides before or after the options
     base = args.target if args.target.is_dir() else args.target.parent
-    profile = load_profile(base, args.profile or "paper")
+    profile = load_profile(base, args.profile)
     results = args.results or base / profile["results"]
     tables = load_tables(args.target)
     outcomes: dict[str, int] = {}

@@ -34,4 +34,5 @@ def log_row_summary(logger_cfg, table_id: str, row_name: str, group: str, summar
         per_seed.add_data(run_name, seed, *(metrics[n]["values"].get(run_name) for n in names))
     run.log({"seeds": per_seed})
     run.finish()
+    wandb.teardown()  # waits until the run's records are written (offline: its .wandb file is complete)
     return run.id
