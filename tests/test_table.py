@@ -256,3 +256,45 @@ def test_wandb_summary_run_per_row_offline(tmp_path, monkeypatch):
     (table,) = run_dir.glob("files/media/table/seeds_*.table.json")
     assert json.loads(table.read_text()) == {"columns": ["run", "seed", "dev/acc"],
                                              "data": [["seed=0", 0, 90.0], ["seed=1", 1, 91.0], ["seed=2", 2, 92.0]]}
+
+
+@pytest.mark.slow
+def test_smoke_profile_runs_every_row_of_every_table(tmp_path):
+    """`make reproduce-table PROFILE=smoke` from a clean copy of experiments/: every row of ours runs
+    (tiny model, CPU), every table is written with real numbers, plots, CSV and LaTeX, in the layout of
+    Chinese-XLNet's tables; a second run has nothing to do."""
+    import os
+    import subprocess
+    import sys
+
+    experiments = tmp_path / "experiments"
+    experiments.mkdir()
+    for path in (REPO / "experiments").glob("*.yaml"):
+        shutil.copy(path, experiments)
+    shutil.copytree(REPO / "experiments" / "profiles", experiments / "profiles")
+    env = {**os.environ, "WANDB_MODE": "disabled", "CXLNET_CACHE_DIR": str(tmp_path / "empty-cache")}
+    env.pop("CXLNET_DATA_DIR", None)
+    command = [sys.executable, "-m", "cxlnet", "table", "run", str(experiments), "--profile", "smoke"]
+    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=3000)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    smoke = experiments / "results-smoke"
+    text = (smoke / "RESULTS.md").read_text()
+    assert not (experiments / "results").exists() and not (experiments / "RESULTS.md").exists()
+    tables = dict(load_tables(experiments))
+    for table_id, spec in tables.items():
+        title = f"{spec['title']} ({spec['metric']}): max (mean) over {spec['seeds']} seeds"
+        header, rows = markdown_rows(text, title)
+        assert header == list(spec["columns"]), table_id
+        if table_id in PUBLISHED:
+            columns, published = PUBLISHED[table_id]
+            assert header == columns and all([c.replace("**", "") for c in rows[n]] == cells for n, cells in published.items())
+        for row in (r for r in spec["rows"] if "overrides" in r):
+            dev = rows[row["name"]][0].replace("**", "")
+            parts = len(spec["columns"]["dev"])
+            assert re.fullmatch(r" / ".join([r"\d+\.\d \(\d+\.\d\)"] * parts), dev), (table_id, row["name"], dev)
+            assert len(list((smoke / table_id).glob("*/seed=*/metrics.json"))) >= 2
+        for ext in ("md", "csv", "tex", "png"):
+            assert (smoke / f"{table_id}.{ext}").stat().st_size > 0
+    again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    ours = sum("overrides" in r for spec in tables.values() for r in spec["rows"])
+    assert again.returncode == 0 and again.stdout.count("nothing to run") == ours, again.stdout
