@@ -92,7 +92,7 @@ def test_sweep_summary_has_one_group_per_configuration(lr_sweep):
         assert group["metrics"]["dev/acc"]["values"] == dict(zip(group["runs"], accs))
         assert group["config_hash"] == records[0]["config_hash"]
     assert groups["optimizer.optim.lr=0.0001"]["config_hash"] != groups["optimizer.optim.lr=0.001"]["config_hash"]
-    table_rows = [line for line in proc.stdout.splitlines() if "optimizer.optim.lr=" in line]
+    table_rows = [line for line in proc.stdout.splitlines() if "optimizer.optim.lr=" in line and "│" in line]
     assert len(table_rows) == 2 and all("±" in line for line in table_rows)  # one printed row per group
 
 
