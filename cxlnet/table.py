@@ -39,7 +39,7 @@ from omegaconf import OmegaConf
 
 from cxlnet.errors import CxlnetError, atomic_write_text, one_line
 from cxlnet.sweep import aggregate, collect, config_hash
-from cxlnet.tableview import build_rows, markdown, row_dir, to_csv, to_latex
+from cxlnet.tableview import build_rows, markdown, parse_cell, row_dir, slug, to_csv, to_latex
 
 TABLE_KEYS = {"title", "metric", "seeds", "columns", "external", "rows", "pretrain_stages"}
 # `pretrain` (with the table's `pretrain_stages`) names the pre-training stage a row fine-tunes.
@@ -100,13 +100,14 @@ def validate_table(path: Path, spec) -> None:
     _check(_is_str_list(external) and set(external) <= set(columns), f"{path}: external",
            f"expected a list of columns among {sorted(columns)}")
     _check(isinstance(spec["rows"], list), f"{path}: rows", "expected a list")
-    names = [row.get("name") for row in spec["rows"] if isinstance(row, dict)]
+    seeds = spec.get("seeds", 10)
+    _check(isinstance(seeds, int) and not isinstance(seeds, bool) and seeds > 0, f"{path}: seeds",
+           f"{seeds!r}: expected a positive integer")
     for i, row in enumerate(spec["rows"]):
         validate_row(path, spec, i, row)
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    _check(not duplicates, f"{path}: rows", f"names {duplicates} appear twice (each row has its own results)")
-    from cxlnet.tableview import parse_cell
-
+    dirs = [slug(row["name"]) for row in spec["rows"]]
+    duplicates = sorted({row["name"] for row in spec["rows"] if dirs.count(slug(row["name"])) > 1})
+    _check(not duplicates, f"{path}: rows", f"names {duplicates} share a results directory (each row needs its own)")
     for row in spec["rows"]:
         for key in ("published", "scores"):
             for column, text in (row.get(key) or {}).items():
@@ -121,7 +122,10 @@ def load_tables(target: Path) -> list[tuple[str, dict]]:
         raise CxlnetError(f"{target}: no experiment tables (*.yaml)")
     tables = []
     for path in paths:
-        spec = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        try:
+            spec = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        except Exception as err:  # YAML syntax (yaml's or OmegaConf's error): one line naming the file
+            raise CxlnetError(f"{path}: not a valid YAML table: {str(err).splitlines()[0]}") from None
         validate_table(path, spec)
         tables.append((path.stem, spec))
     return tables

@@ -137,7 +137,8 @@ def test_organiser_scored_columns_take_supplied_scores_or_a_dash(tmp_path):
     ("title: x\ncolumns: {dev: [dev/acc]}\nrows: [{name: r, overrides: [], pretrain: s1}]\n",
      "pretrain='s1': not a stage of the table's `pretrain_stages`"),
     ("title: x\ncolumns: {dev: [dev/acc]}\nrows: [{name: r, overrides: []}, {name: r, overrides: []}]\n",
-     r"names \['r'\] appear twice"),
+     r"names \['r'\] share a results directory"),
+    ("title: x\ncolumns: {dev: [dev/acc]}\nrows: [\n", "not a valid YAML table"),
 ])
 def test_bad_table_is_one_line(tmp_path, body, message):
     (tmp_path / "bad.yaml").write_text(body)
