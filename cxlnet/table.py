@@ -192,7 +192,11 @@ def run_row(label: str, sweep: Path, row: dict, seeds: int, overrides: list[str]
         return "skipped", None
     digest = config_hash(cfg)
     runs = collect(sweep)[0] if sweep.is_dir() else []
-    other = sorted({r.get("config_hash") or "not recorded" for r in runs} - {digest})
+    other = sorted({r["config_hash"] for r in runs if r.get("config_hash")} - {digest})
+    unhashed = sum(not r.get("config_hash") for r in runs)
+    if unhashed and not other:
+        print(f"{label}: {unhashed} finished seeds in {sweep} record no configuration hash (written by an "
+              f"older cxlnet): kept as they are, not compared", flush=True)
     if other:
         print(f"{label}: refused: the finished runs in {sweep} used another configuration (hash {', '.join(other)}, "
               f"this one {digest}); remove them, or pass --results DIR, to run this one", flush=True)

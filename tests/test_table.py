@@ -175,6 +175,17 @@ def test_run_keeps_seeds_finished_with_the_same_configuration(tmp_path, capsys):
     assert "| R | **91.0** (**90.5**) |" in (tmp_path / "RESULTS.md").read_text()
 
 
+def test_shipped_demo_results_say_there_is_nothing_to_run(tmp_path, capsys):
+    """`make reproduce-table TABLES=experiments/demo.yaml` on a fresh clone: the committed results
+    are kept, and the command says so instead of silently running nothing."""
+    shutil.copy(REPO / "experiments" / "demo.yaml", tmp_path)
+    shutil.copytree(REPO / "experiments" / "results" / "demo", tmp_path / "results" / "demo")
+    assert main(["run", str(tmp_path / "demo.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "demo / XLNet-tiny (random init): nothing to run: all 3 seeds finished in" in out
+    assert "| XLNet-tiny (random init) | **84.4** (**84.1**) |" in (tmp_path / "RESULTS.md").read_text()
+
+
 def test_run_refuses_seeds_finished_with_another_configuration(tmp_path, capsys):
     spec = write_table(tmp_path, DEMO_ROW)
     fake_run(tmp_path / "results" / "t" / "r", 0, {"dev/acc": 90.0}, "0" * 16)
