@@ -45,6 +45,7 @@ def test_optuna_search_composes():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_optuna_drives_finetune(tmp_path):
     """Two real trials of the tiny model: Optuna's best value is one trial's dev/acc."""
     dev = tmp_path / "dev.tsv"

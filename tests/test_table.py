@@ -271,6 +271,7 @@ def test_wandb_summary_run_per_row_offline(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # a few minutes on 2 free cores; much longer on a shared machine
 def test_smoke_profile_runs_every_row_of_every_table(tmp_path):
     """`make reproduce-table PROFILE=smoke` from a clean copy of experiments/: every row of ours runs
     (tiny model, CPU), every table is written with real numbers, plots, CSV and LaTeX, in the layout of
