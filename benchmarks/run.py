@@ -34,7 +34,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cxlnet.environment import cpu_model
 from cxlnet.model import XLNet, XLNetConfig, XLNetForSequenceClassification, XLNetLMHeadModel
 from cxlnet.model.weights import to_hf_state_dict
 
@@ -519,6 +518,16 @@ def device_line() -> str:
         p = torch.cuda.get_device_properties(0)
         return f"GPU {p.name} ({p.total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}; CPU {cpu_model()}"
     return f"CPU {cpu_model()}, {os.cpu_count()} cores visible, torch threads {torch.get_num_threads()}; no GPU"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def versions() -> str:

@@ -12,7 +12,6 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from cxlnet.confdir import CONF_DIR
-from cxlnet.environment import hardware, versions
 from cxlnet.errors import CxlnetError
 from cxlnet.paths import resolve_data_file, resolve_data_files
 from cxlnet.record import write_run_record
@@ -82,8 +81,7 @@ def finetune(cfg: DictConfig) -> dict[str, float]:
     if not trainer.is_global_zero:  # DDP workers re-run this script; only rank 0 writes results
         return metrics
     module.model.save_pretrained(out_dir / "model")
-    path = write_metrics(out_dir, cfg, metrics, started, config_hash=digest,
-                         hardware=hardware(cfg.hardware.accelerator, trainer.num_devices), versions=versions())
+    path = write_metrics(out_dir, cfg, metrics, started, config_hash=digest)
     log.info("%s -> %s", ", ".join(f"{k} {v:.2f}" for k, v in sorted(metrics.items())), path)
     if sweep is not None:
         refresh(sweep)

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cxlnet.errors import CxlnetError
+from cxlnet.errors import CxlnetError, read_json
 from cxlnet.sweep import aggregate, collect
 
 NO_RESULT = "–"
@@ -56,11 +56,32 @@ def _hours(seconds: float) -> str:
     return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
 
 
+def hardware_text(hw: dict) -> str:
+    """`1x NVIDIA H100 80GB HBM3` or `CPU AMD EPYC (2 cores)`, from a run record's `hardware`."""
+    if hw.get("accelerator") == "gpu" and hw.get("gpus"):
+        count = hw["devices"] if isinstance(hw.get("devices"), int) else len(hw["gpus"])
+        return f"{count}x {hw['gpus'][0]}"
+    if hw.get("accelerator") == "tpu":
+        return f"TPU ({hw.get('devices')} devices)"
+    return f"CPU {hw.get('cpu')} ({hw.get('usable_cores') or hw.get('cores')} cores)"
+
+
+def versions_text(record: dict) -> str:
+    git, versions = record.get("git") or {}, record.get("versions") or {}
+    cxlnet = (git["commit"][:7] + ("+dirty" if git.get("dirty") else "")) if git.get("commit") else versions.get("cxlnet")
+    return ", ".join(f"{name} {value}" for name, value in (("cxlnet", cxlnet), ("torch", versions.get("torch")),
+                     ("lightning", versions.get("lightning")), ("python", versions.get("python"))) if value)
+
+
 def provenance(sweep: Path, records: list[dict]) -> str:
-    """Where the row's runs are, how long they took, on what and with which versions."""
+    """Where the row's runs are, how long they took, on what and with which versions (from each
+    run's `run_record.json`)."""
+    from cxlnet.record import RECORD
+
     seconds = sum(float(r.get("seconds", 0)) for r in records)
-    hardware = sorted({r["hardware"] for r in records if r.get("hardware")}) or ["hardware not recorded"]
-    versions = sorted({", ".join(f"{k} {v}" for k, v in r["versions"].items()) for r in records if r.get("versions")})
+    run_records = [read_json(sweep / r["run"] / RECORD) for r in records if (sweep / r["run"] / RECORD).is_file()]
+    hardware = sorted({hardware_text(r.get("hardware") or {}) for r in run_records}) or ["hardware not recorded"]
+    versions = sorted({versions_text(r) for r in run_records} - {""})
     return (f"{len(records)} seeds in `{sweep}`, {_hours(seconds)} in total ({_hours(seconds / len(records))} per seed) "
             f"on {'; '.join(hardware)}; {'; '.join(versions) or 'versions not recorded'}")
 

@@ -254,7 +254,7 @@ def ensure_unfinished(run_dir: Path) -> None:
 
 
 def write_metrics(run_dir: Path, cfg: DictConfig, metrics: dict[str, float], started: float, **extra: Any) -> Path:
-    """The run's finished record; `extra` adds fields (finetune: config hash, hardware, versions)."""
+    """The run's finished record; `extra` adds fields (finetune: the configuration hash)."""
     ensure_unfinished(run_dir)
     record = {
         "command": cfg.command,

@@ -67,7 +67,11 @@ def fake_run(sweep: Path, seed: int, metrics: dict, digest: str | None = "h" * 1
     run.mkdir(parents=True)
     (run / "metrics.json").write_text(json.dumps(
         {"task": "chnsenticorp", "model": "tiny", "seed": seed, "metrics": metrics, "seconds": 90.0,
-         "config_hash": digest, "hardware": "1x NVIDIA A100", "versions": {"cxlnet": "abc1234", "torch": "2.13.0"}}))
+         "config_hash": digest}))
+    (run / "run_record.json").write_text(json.dumps(
+        {"versions": {"torch": "2.13.0", "lightning": "2.6.6", "python": "3.11.7", "cxlnet": "0.1.0"},
+         "git": {"commit": "abc1234def", "dirty": False},
+         "hardware": {"cpu": "AMD EPYC", "cores": 16, "gpus": ["NVIDIA A100"], "accelerator": "gpu", "devices": "auto"}}))
 
 
 def test_shipped_tables_render_chinese_xlnet_rows_columns_and_bold(tmp_path):
@@ -103,7 +107,7 @@ def test_our_row_sits_in_the_published_columns_with_provenance(tmp_path):
     assert "## T (accuracy): max (mean) over 10 seeds (XLNet-mid (cxlnet): 2)" in text
     assert "| XLNet-mid | 95.8 (**95.2**) | **95.4** (**94.9**) |" in text
     assert "| XLNet-mid (cxlnet) | **96.0** (95.0) | 95.0 (94.0) |" in text
-    assert "2 seeds in" in text and "3.0 min in total (1.5 min per seed) on 1x NVIDIA A100; cxlnet abc1234, torch 2.13.0" in text
+    assert "2 seeds in" in text and "3.0 min in total (1.5 min per seed) on 1x NVIDIA A100; cxlnet abc1234, torch 2.13.0, lightning 2.6.6, python 3.11.7" in text
     lines = list(csv.DictReader(io.StringIO((tmp_path / "results" / "t.csv").read_text())))
     assert [(r["model"], r["source"], r["dev:dev/acc:max"], r["dev:dev/acc:mean"]) for r in lines] == [
         ("XLNet-mid", "published", "95.8", "95.2"), ("XLNet-mid (cxlnet)", "cxlnet", "96.0", "95.0")]
