@@ -366,7 +366,8 @@ def ensure_unfinished(run_dir: Path) -> None:
         raise CxlnetError(f"{path}: this run already finished; choose another hydra.run.dir or remove it")
 
 
-def write_metrics(run_dir: Path, cfg: DictConfig, metrics: dict[str, float], started: float) -> Path:
+def write_metrics(run_dir: Path, cfg: DictConfig, metrics: dict[str, float], started: float, **extra: Any) -> Path:
+    """The run's finished record; `extra` adds fields (finetune: the configuration hash)."""
     ensure_unfinished(run_dir)
     record = {
         "command": cfg.command,
@@ -376,6 +377,7 @@ def write_metrics(run_dir: Path, cfg: DictConfig, metrics: dict[str, float], sta
         "run_name": cfg.run_name,
         "metrics": {k: round(float(v), 4) for k, v in sorted(metrics.items())},
         "seconds": round(time.time() - started, 1),
+        **extra,
     }
     return atomic_write_json(metrics_path(run_dir), record)
 
