@@ -190,7 +190,7 @@ def model_loader(cfg: DictConfig, vocab_size: int):
         if model.config.vocab_size != vocab_size:
             raise CxlnetError(
                 f"model vocab size {model.config.vocab_size} differs from the tokenizer's {vocab_size} "
-                f"({resolve_spiece(cfg)})"
+                f"(model.spiece_model={cfg.model.get('spiece_model')})"
             )
         return model
 
