@@ -168,7 +168,7 @@ class PretrainModule(TrainModule):
             self._pending_rng = None
         j, step = int(batch["slice"]), int(batch["step"])
         rows = batch["input_ids"].shape[0]
-        if step == self.data_start and j == self.my_slices()[0] and self._spread0 is None:
+        if self.val_every and step == self.data_start and j == self.my_slices()[0] and self._spread0 is None:
             self.validate_now(step)  # before the first update: the baseline of the collapse signal
         if self._step_started is None:
             self._step_started = time.perf_counter()
