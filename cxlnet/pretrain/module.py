@@ -18,6 +18,12 @@ CUDA, XLA, numpy, python; the same on every rank, all seeded alike), the memorie
 resume if it changed) are saved in every checkpoint and restored right before the first resumed
 step, so a resumed run continues the loss curve of the uninterrupted one exactly (on CPU, in one
 process or several).
+
+Validation (`cxlnet.pretrain.monitor`): before the first update, every `monitor.every_n_steps`
+optimizer steps and after the last, rank 0 scores the held-out batches (shards never trained on)
+in eval mode: `val/loss` and the content-stream collapse signal `val/content_spread` (with a
+warning when it falls below `monitor.collapse_threshold`), also appended to `val.tsv`. Eval mode
+draws no random numbers, so validation leaves the training curve unchanged.
 """
 from __future__ import annotations
 
