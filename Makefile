@@ -38,7 +38,7 @@ reproduce-table: install  ## run every row of $(TABLES) (seeds already done are 
 
 pretrain-demo: install  ## pre-train a tiny XLNet on the shipped corpus sample: vocab + data + train (CPU, a few minutes)
 	$(BIN)/cxlnet vocab vocab.vocab_size=8000
-	$(BIN)/cxlnet data
+	$(BIN)/cxlnet data data.if_exists=overwrite
 	$(BIN)/cxlnet train experiment=pretrain_demo
 
 clean:  ## remove build outputs (keeps runs/)
