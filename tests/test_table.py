@@ -139,7 +139,7 @@ def test_organiser_scored_columns_take_supplied_scores_or_a_dash(tmp_path):
      r"r: published.dev: '65.5 \(64.4\)' is not max \(mean\) / max \(mean\)"),
     ("title: x\ncolumns: {dev: [dev/acc]}\nrows: [{name: r, overrides: [], seeds: 0}]\n", "seeds=0: expected a positive"),
     ("title: x\ncolumns: {dev: [dev/acc]}\nrows: [{name: r, overrides: [], pretrain: s1}]\n",
-     "pretrain='s1': not a stage of the table's `pretrain_stages`"),
+     r"pretrain: 's1' is not one of pretrain_stages \(none declared\)"),
     ("title: x\ncolumns: {dev: [dev/acc]}\nrows: [{name: r, overrides: []}, {name: r, overrides: []}]\n",
      r"names \['r'\] share a results directory"),
     ("title: x\ncolumns: {dev: [dev/acc]}\nrows: [\n", "not a valid YAML table"),
@@ -153,7 +153,7 @@ def test_bad_table_is_one_line(tmp_path, body, message):
 def test_pretraining_tables_keys_are_accepted(tmp_path):
     """A table of pre-training stages (table key `pretrain_stages`, row key `pretrain`) loads and
     renders like any other."""
-    (tmp_path / "p.yaml").write_text("title: P\ncolumns: {dev: [dev/acc]}\npretrain_stages: {s1: {overrides: []}}\n"
+    (tmp_path / "p.yaml").write_text("title: P\ncolumns: {dev: [dev/acc]}\npretrain_stages: {s1: {data: [], train: []}}\n"
                                      "rows: [{name: from s1, overrides: [], pretrain: s1}]\n")
     text = render(load_tables(tmp_path), tmp_path / "results", tmp_path / "RESULTS.md")
     assert "| from s1 | – |" in text
