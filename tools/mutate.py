@@ -37,15 +37,15 @@ MODULE_TESTS = {
     "cxlnet/model/weights.py": ["tests/test_weights.py"],
     "cxlnet/model/tf_checkpoint.py": ["tests/test_tf_checkpoint.py"],
     "cxlnet/span/metric.py": ["tests/test_span_metric.py", "tests/test_span_metric_official.py"],
-    "cxlnet/span/decode.py": ["tests/test_span_decode.py", "tests/test_anchors_span.py"],
+    "cxlnet/span/decode.py": ["tests/test_span_decode.py"],
     "cxlnet/span/features.py": ["tests/test_span_features.py", "tests/test_span_decode.py"],
     "cxlnet/span/examples.py": ["tests/test_span_examples.py", "tests/test_span_decode.py"],
-    "cxlnet/span/module.py": ["tests/test_anchors_span.py"],
-    "cxlnet/span/data.py": ["tests/test_anchors_span.py"],
+    "cxlnet/span/module.py": ["tests/test_anchors_ddp.py", "tests/test_span_cli.py"],
+    "cxlnet/span/data.py": ["tests/test_span_cli.py"],
     "cxlnet/classify/data.py": ["tests/test_anchors_classify.py::test_feature_layout_left_pads_and_ends_with_sep_cls",
                                 "tests/test_anchors_ddp.py"],
     "cxlnet/classify/module.py": ["tests/test_anchors_ddp.py", "tests/test_anchors_classify.py"],
-    "cxlnet/pretrain/examples.py": ["tests/test_pretrain_data.py", "tests/test_sample_mask.py"],
+    "cxlnet/pretrain/examples.py": ["tests/test_sample_mask.py", "tests/test_pretrain_data.py"],
     "cxlnet/training.py": ["tests/test_training.py", "tests/test_anchors_optim.py"],
     "cxlnet/sweep.py": ["tests/test_anchors_optim.py::test_sweep_summary_std_is_the_sample_std",
                         "tests/test_anchors_ddp.py::test_aggregate_rebuilds_the_summary_from_run_files"],
@@ -97,8 +97,9 @@ def mutate_module(src: Path, module: str, tests: list[str], sample: int, budget:
             context = Context(source=original, filename=str(path), mutation_id=mutation)
             mutated, _ = mutate(context)
             path.write_text(mutated, encoding="utf-8")
-            outcome, _ = run_tests(src, tests, timeout)
+            outcome, seconds = run_tests(src, tests, timeout)
             result["run"] += 1
+            print(f"  {module}:{mutation.line_number} {outcome} ({seconds:.0f} s)", flush=True)
             if outcome == "pass":
                 diff = difflib.unified_diff(original.splitlines(), mutated.splitlines(), module, module, n=0,
                                             lineterm="")
