@@ -259,14 +259,14 @@ def test_word_tokenize_matches_nltk(text, official_word_tokenize):
 
 @pytest.mark.fulldata
 def test_word_tokenize_matches_nltk_on_all_dev_answer_buffers(full_data_dir, official_word_tokenize):
-    """Every non-Chinese buffer that the metric tokenises on CMRC dev / DRCD dev answers."""
+    """Every non-Chinese buffer that the metric tokenises on CMRC train / dev and DRCD dev answers."""
     import re
 
     from cxlnet.errors import read_json
 
     buffers = set()
     split = re.compile(r"[\u4e00-\u9fa5]|[" + re.escape("".join(metric._SP)) + "]")
-    for name in ("cmrc2018/dev.json", "drcd/dev.json"):
+    for name in ("cmrc2018/train.json", "cmrc2018/dev.json", "drcd/dev.json"):
         for art in read_json(full_data_dir / name)["data"]:
             for para in art["paragraphs"]:
                 for qa in para["qas"]:
