@@ -213,6 +213,12 @@ def test_english_punkt_splits_as_nltk_documents(official_word_tokenize):
     assert list(metric.word_tokenize("c.l. max nikias")) == ["c.l", ".", "max", "nikias"]
 
 
+def test_punctuation_list_is_the_official_one():
+    assert metric.SP_CHARS == Official.SP_CHAR
+    text = "".join(Official.SP_CHAR) + "a"
+    assert metric.remove_punctuation(text) == Official(None).remove_punctuation(text) == "……a"
+
+
 def test_every_noisy_question_scores_as_the_official_script(official_word_tokenize):
     official = Official(official_word_tokenize)
     for answers, pred in NOISY:
