@@ -9,7 +9,8 @@ import random
 import pytest
 from test_finetune_cli import cxlnet
 
-from cxlnet.classify.data import Example, encode_examples
+from cxlnet.classify.data import Example, encode_examples, read_tsv
+from cxlnet.errors import CxlnetError
 from cxlnet.paths import sample_dir
 from cxlnet.text import CLS_ID, SEP_ID, Tokenizer
 
@@ -80,3 +81,13 @@ def test_feature_layout_left_pads_and_ends_with_sep_cls(tokenizer):
     assert input_ids[1].tolist() == tokenizer.encode(long)[:14] + [SEP_ID, CLS_ID]
     assert segs[1].tolist() == [0] * 15 + [2] and mask[1].sum() == 0
     assert labels.tolist() == [1, 0] and index.tolist() == [0, 1]
+
+
+def test_read_tsv_labels_and_line_numbers(tmp_path):
+    path = tmp_path / "x.tsv"
+    path.write_text("label\ttext_a\n1\tgood\n\n0\tbad\n", encoding="utf-8")
+    assert [(e.line, e.label, e.text) for e in read_tsv(path)] == [(2, 1, "good"), (4, 0, "bad")]
+    path.write_text("label\ttext_a\n1\tgood\n2\tthird class\n", encoding="utf-8")
+    with pytest.raises(CxlnetError, match=r"x.tsv:3: label '2' is not one of 0, 1"):
+        read_tsv(path)  # two labels unless the task says otherwise
+    assert [e.label for e in read_tsv(path, num_labels=3)] == [1, 2]

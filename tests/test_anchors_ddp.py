@@ -39,8 +39,7 @@ def classification_module(monkeypatch, logged: dict):
 
 def test_accuracy_counts_each_example_once_across_processes(monkeypatch):
     """5 examples on 2 processes: rank 0 gets 0, 2, 4; rank 1 gets 1, 3 and example 0 again as
-    padding. Rank 1 answers 1 and 3 right, and its padded copy of example 0 wrong: 3 of 5 are right
-    (rank 0's answer for example 0 is the one that counts)."""
+    padding. Examples 0, 1, 3 are answered right: 3 of 5, not 4 of 6 (or 4 of 5) with the copy."""
     logged: dict = {}
     module = classification_module(monkeypatch, logged)
     labels = torch.tensor([0, 1, 0, 1, 0])
@@ -55,7 +54,7 @@ def test_accuracy_counts_each_example_once_across_processes(monkeypatch):
     dummy = torch.zeros(3, 4, dtype=torch.long)
     fixed["pred"] = torch.tensor([0, 1, 1])  # examples 0, 2, 4: right, wrong, wrong
     module._count((dummy, dummy, dummy.float(), labels[[0, 2, 4]], torch.tensor([0, 2, 4])))
-    rank1 = torch.tensor([[1, 1], [3, 1], [0, 0]])  # (index, correct): padded example 0 wrong on rank 1
+    rank1 = torch.tensor([[1, 1], [3, 1], [0, 1]])  # (index, correct): example 0 again, as padding
     monkeypatch.setattr(module, "all_gather", TwoProcesses(rank1))
     module._report("dev")
     assert logged["dev/acc"] == pytest.approx(100.0 * 3 / 5)
