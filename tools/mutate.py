@@ -89,7 +89,7 @@ def mutate_module(src: Path, module: str, tests: list[str], sample: int, budget:
         raise SystemExit(f"{module}: its tests fail without a mutation ({' '.join(tests)})")
     timeout = max(60.0, 3 * baseline)
     result = {"module": module, "tests": tests, "mutants": len(mutations), "drawn": len(drawn), "run": 0,
-              "killed": 0, "survived": [], "baseline_s": round(baseline, 1)}
+              "killed": 0, "timed_out": 0, "survived": [], "baseline_s": round(baseline, 1)}
     started = time.time()
     try:
         for mutation in drawn:
@@ -105,8 +105,9 @@ def mutate_module(src: Path, module: str, tests: list[str], sample: int, budget:
                 diff = difflib.unified_diff(original.splitlines(), mutated.splitlines(), module, module, n=0,
                                             lineterm="")
                 result["survived"].append({"line": mutation.line_number, "diff": "\n".join(list(diff)[2:])})
-            else:
+            else:  # a timeout counts as killed (as in mutmut) and is reported apart
                 result["killed"] += 1
+                result["timed_out"] += outcome == "timeout"
     finally:
         path.write_text(original, encoding="utf-8")
     result["score"] = round(100.0 * result["killed"] / result["run"], 1) if result["run"] else None
@@ -135,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         result = mutate_module(src, module, MODULE_TESTS[module], args.sample, args.budget, args.seed)
         results[module] = result
         report_path.write_text(json.dumps(results, indent=1, ensure_ascii=False))
-        print(f"{module}: {result['killed']}/{result['run']} killed ({result['score']}%), "
+        print(f"{module}: {result['killed']}/{result['run']} killed ({result['score']}%, "
+              f"{result['timed_out']} by a timeout), "
               f"{result['run']} of {result['drawn']} drawn of {result['mutants']} mutants, {result['seconds']} s",
               flush=True)
         if args.show:
