@@ -17,12 +17,12 @@ def test_accumulation_with_memory_resumes_exactly(tmp_path, capsys):
 
     def train(name: str, *extra: str) -> None:
         rc, out = cxlnet_inproc(capsys, "train", *GOLDEN_OVERRIDES, f"data.store={store}", f"paths.output_dir={runs}",
-                                f"run_name={name}", "trainer.accumulate_grad_batches=2", "train.max_steps=6",
-                                "train.save_steps=3", *extra)
+                                f"run_name={name}", "trainer.accumulate_grad_batches=2", "train.max_steps=4",
+                                "train.save_steps=2", *extra)
         assert rc == 0, out[-3000:]
 
     train("straight")
-    train("resumed", "train.stop_after=3")
+    train("resumed", "train.stop_after=2")
     ckpt = torch.load(runs / "pretrain" / "resumed" / "checkpoints" / "last.ckpt", map_location="cpu",
                       weights_only=True)
     mems = ckpt["cxlnet_pretrain"]["mems"]
@@ -30,5 +30,5 @@ def test_accumulation_with_memory_resumes_exactly(tmp_path, capsys):
     assert not torch.equal(mems[0][0], mems[1][0])
     train("resumed")
     straight = losses_of(runs / "pretrain" / "straight")
-    assert len(straight) == 6
+    assert len(straight) == 4
     assert losses_of(runs / "pretrain" / "resumed") == pytest.approx(straight, rel=1e-6, abs=1e-7)
