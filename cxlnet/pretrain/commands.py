@@ -64,19 +64,29 @@ def vocab_main(cfg: DictConfig) -> None:
 
 # -------------------------------------------------------------------------------------- data
 def data(cfg: DictConfig) -> dict:
-    from cxlnet.pretrain.corpus import build_store
+    from cxlnet.pretrain.corpus import IF_EXISTS, build_store, expand_corpus, slice_name
+    from cxlnet.pretrain.encode import default_workers
     from cxlnet.text import Tokenizer
 
     d = cfg.data
-    corpus = [resolve_data_file(cfg.paths.data_dir, p) for p in d.corpus]
+    if d.if_exists not in IF_EXISTS:
+        raise CxlnetError(f"data.if_exists={d.if_exists}: must be one of {', '.join(IF_EXISTS)}")
+    if not 0 <= int(d.task) < int(d.num_task):
+        raise CxlnetError(f"data.task={d.task}: must be in 0..data.num_task-1 (data.num_task={d.num_task})")
+    if d.num_workers is not None and int(d.num_workers) < 0:
+        raise CxlnetError(f"data.num_workers={d.num_workers}: must be >= 0 (0: encode in this process) or null (one per core)")
+    if float(d.part_mb) <= 0:
+        raise CxlnetError(f"data.part_mb={d.part_mb}: must be > 0")
+    corpus = expand_corpus(list(d.corpus), lambda p: resolve_data_file(cfg.paths.data_dir, p))
     tokenizer = Tokenizer(resolve_data_file(cfg.paths.data_dir, d.spiece_model), lower=bool(d.lower))
     out_dir = Path(str(d.out_dir)).expanduser()
-    manifest = build_store(corpus, tokenizer, out_dir, num_shards=int(d.num_shards))
+    workers = default_workers() if d.num_workers is None else int(d.num_workers)
+    manifest = build_store(corpus, tokenizer, out_dir, num_shards=int(d.num_shards), num_workers=workers,
+                           part_bytes=max(1, int(float(d.part_mb) * 2**20)), if_exists=str(d.if_exists),
+                           num_task=int(d.num_task), task=int(d.task))
     c = manifest["counts"]
-    if not c.get("sentences"):  # only blank lines: build_store keeps the document-break tokens alone
-        (out_dir / "store.json").unlink(missing_ok=True)
-        raise CxlnetError(f"empty corpus: no text line in {', '.join(map(str, corpus))}")
-    log.info("token store -> %s: %d tokens, %d documents, %d shards", d.out_dir, c["tokens"], c["documents"],
+    where = out_dir / slice_name(int(d.task), int(d.num_task)) if int(d.num_task) > 1 else out_dir
+    log.info("token store -> %s: %d tokens, %d documents, %d shards", where, c["tokens"], c["documents"],
              len(manifest["shards"]))
     return manifest
 
@@ -137,7 +147,9 @@ def write_store_record(cfg: DictConfig, out_dir: Path, store) -> None:
     from cxlnet.pretrain.corpus import MANIFEST
     from cxlnet.record import write_run_record
 
-    names = [MANIFEST, "start_pieces.npy"] + [s[k] for s in store.manifest["shards"] for k in ("ids", "sent")]
+    names = [MANIFEST, store.manifest.get("start_pieces", "start_pieces.npy"),  # a union of slices: theirs
+             *(f"{name}/{MANIFEST}" for name in store.manifest.get("slices", []))]
+    names += [s[k] for s in store.manifest["shards"] for k in ("ids", "sent")]
     files = {f"store/{name}": store.dir / name for name in names if (store.dir / name).is_file()}
     tok = Path(store.manifest.get("tokenizer", {}).get("path", ""))
     write_run_record(out_dir, files, tok if tok.is_file() else None,
@@ -185,7 +197,7 @@ def train(cfg: DictConfig) -> dict:
         model.compile()
     data_cfg = OmegaConf.merge(cfg.data, {"store": str(store_path)})
     module = PretrainModule(model, cfg.optimizer, data_cfg, seed=int(cfg.seed), loss_log=out_dir / LOSS_LOG,
-                            stop_after=cfg.train.stop_after)
+                            stop_after=cfg.train.stop_after, mem_reset_every=cfg.get("mem_reset_every"))
 
     callbacks = [RichProgressBar(leave=True)] if cfg.trainer.enable_progress_bar else []
     if cfg.logger.kind != "none":
