@@ -110,7 +110,7 @@ def test_chnsenticorp_warms_up_over_ten_percent_of_the_steps():
 
 
 def test_sweep_summary_std_is_the_sample_std():
-    runs = [{"run": f"seed={i}", "metrics": {"dev/acc": v}} for i, v in enumerate([90.0, 91.0, 93.0])]
+    runs = [{"run": f"seed={i}", "overrides": [], "metrics": {"dev/acc": v}} for i, v in enumerate([90.0, 91.0, 93.0])]
     stats = summarize(runs, [])["metrics"]["dev/acc"]
     # mean 91.333; squared deviations 1.778 + 0.111 + 2.778 = 4.667; / (n - 1) = 2.333
     assert stats["std"] == pytest.approx(1.5275, abs=1e-4)
