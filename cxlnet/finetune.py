@@ -13,11 +13,11 @@ from omegaconf import DictConfig
 
 from cxlnet.confdir import CONF_DIR
 from cxlnet.errors import CxlnetError
-from cxlnet.paths import resolve_data_file, resolve_data_files
+from cxlnet.paths import resolve_data_files
 from cxlnet.record import write_run_record
-from cxlnet.runs import hydra_job, model_loader, run_dir, show_config, sweep_dir, sweep_group
+from cxlnet.runs import hydra_job, model_loader, resolve_spiece, run_dir, show_config, sweep_dir, sweep_group
 from cxlnet.sweep import check_resume, config_hash, refresh
-from cxlnet.text import Tokenizer
+from cxlnet.text import Tokenizer, save_tokenizer
 from cxlnet.training import build_trainer, close_loggers, ensure_unfinished, write_metrics
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def build_task(cfg: DictConfig, out_dir, train: bool = True):
     if cfg.task.kind not in TASK_KINDS:
         raise CxlnetError(f"task.kind={cfg.task.kind!r}: expected one of {', '.join(TASK_KINDS)}")
 
-    tokenizer = Tokenizer(resolve_data_file(cfg.paths.data_dir, cfg.model.spiece_model))
+    tokenizer = Tokenizer(resolve_spiece(cfg))
     files = task_files(cfg, train)
     write_run_record(out_dir, files, tokenizer.path, accelerator=cfg.hardware.accelerator, devices=cfg.hardware.devices)
     package = importlib.import_module(TASK_KINDS[cfg.task.kind])
@@ -61,7 +61,7 @@ def finetune(cfg: DictConfig) -> dict[str, float]:
     ensure_unfinished(out_dir)
     show_config(cfg, out_dir)
     pl.seed_everything(cfg.seed, workers=True)
-    _, module, data = build_task(cfg, out_dir)
+    tokenizer, module, data = build_task(cfg, out_dir)
     if cfg.model.compile:
         module.model = module.model.compile() or module.model
     trainer = build_trainer(
@@ -81,6 +81,7 @@ def finetune(cfg: DictConfig) -> dict[str, float]:
     if not trainer.is_global_zero:  # DDP workers re-run this script; only rank 0 writes results
         return metrics
     module.model.save_pretrained(out_dir / "model")
+    save_tokenizer(tokenizer, out_dir / "model")  # the run is fine-tuned further or evaluated with it
     path = write_metrics(out_dir, cfg, metrics, started, config_hash=digest)
     log.info("%s -> %s", ", ".join(f"{k} {v:.2f}" for k, v in sorted(metrics.items())), path)
     if sweep is not None:

@@ -170,6 +170,25 @@ def resolve_pretrained(path_setting: str) -> Path:
     return path
 
 
+def resolve_spiece(cfg: DictConfig) -> Path:
+    """The SentencePiece model of a run: `model.spiece_model`, or with `auto` the `spiece.model`
+    saved beside the weights of `model.pretrained` (a `cxlnet train` or `finetune` run, a
+    checkpoint's export, hfl's directory), else `model.fallback_spiece_model` (hfl's)."""
+    from cxlnet.paths import resolve_data_file
+    from cxlnet.text import SPIECE_FILE
+
+    setting = cfg.model.spiece_model
+    if setting is None or str(setting) == "auto":
+        if cfg.model.pretrained is not None:
+            weights = resolve_pretrained(cfg.model.pretrained)
+            own = (weights if weights.is_dir() else weights.parent) / SPIECE_FILE
+            if own.is_file():
+                log.info("tokenizer: %s (saved with model.pretrained)", own)
+                return own
+        setting = cfg.model.fallback_spiece_model
+    return resolve_data_file(cfg.paths.data_dir, setting)
+
+
 def pretrained_origin(path_setting: str) -> str:
     """Where `model.pretrained` points, in words (the same cases as `resolve_pretrained`)."""
     from cxlnet.paths import cache_dir
@@ -210,7 +229,8 @@ def chosen_architecture(cfg: DictConfig, **overrides) -> dict:
 
 
 def model_loader(cfg: DictConfig, vocab_size: int):
-    """A function building `cls` from `model.pretrained`, or randomly initialised when it is unset."""
+    """A function building `cls` from `model.pretrained`, or randomly initialised when it is unset
+    (then with the tokenizer's `vocab_size` unless `model.config.vocab_size` is set)."""
     from cxlnet.model import XLNetConfig
 
     overrides = dict(OmegaConf.to_container(cfg.model.config, resolve=True))
@@ -219,14 +239,14 @@ def model_loader(cfg: DictConfig, vocab_size: int):
     def load(cls, **head_kwargs):
         if cfg.model.pretrained is None:
             log.warning("model.pretrained is not set: XLNet-%s starts from random initialisation", cfg.model.name)
-            model = cls(XLNetConfig.named(cfg.model.size, **overrides), **head_kwargs)
+            model = cls(XLNetConfig.named(cfg.model.size, **{"vocab_size": vocab_size, **overrides}), **head_kwargs)
         else:
             model = load_reported(cls, cfg.model.pretrained, chosen_architecture(cfg, vocab_size=vocab_size),
                                   cfg.model.name, **overrides, **head_kwargs)
         if model.config.vocab_size != vocab_size:
             raise CxlnetError(
                 f"model vocab size {model.config.vocab_size} differs from the tokenizer's {vocab_size} "
-                f"({cfg.model.spiece_model})"
+                f"(model.spiece_model={cfg.model.get('spiece_model')})"
             )
         return model
 

@@ -24,6 +24,11 @@ the same configuration are kept (an interrupted table resumes); a row whose fini
 another configuration is refused. `render` rebuilds every table from the runs on disk: markdown,
 CSV, LaTeX and a PNG of the per-seed scores per table, and one markdown file with all tables.
 
+A table may declare `pretrain_stages` (overrides of `cxlnet vocab` (optional), `cxlnet data` and
+`cxlnet train`); a row with `pretrain: <stage>` fine-tunes from that stage, which runs once into
+`<results>/<table>/<stage>/` (a finished stage is skipped, an interrupted one resumes) and is
+shared by every seed of every row naming it.
+
 A profile (`--profile smoke|paper`, `experiments/profiles/*.yaml`) adds overrides to every row and
 picks the results directory, so a smoke run never mixes with paper results.
 """
@@ -45,6 +50,9 @@ TABLE_KEYS = {"title", "metric", "seeds", "columns", "external", "rows", "pretra
 # `pretrain` (with the table's `pretrain_stages`) names the pre-training stage a row fine-tunes.
 ROW_KEYS = {"name", "overrides", "published", "seeds", "scores", "pretrain"}
 PROFILE_KEYS = {"description", "results", "out", "seeds", "overrides", "plot_published"}
+# A pre-training stage: overrides of `cxlnet vocab` (optional: without it the store uses data's
+# `data.spiece_model`), `cxlnet data` and `cxlnet train`, run once into results/<table>/<stage>/.
+STAGE_KEYS = {"vocab", "data", "train"}
 
 
 def _check(ok: bool, where: str, message: str) -> None:
@@ -81,10 +89,22 @@ def validate_row(path: Path, spec: dict, i: int, row) -> None:
     _check(isinstance(seeds, int) and not isinstance(seeds, bool) and seeds > 0, where,
            f"seeds={seeds!r}: expected a positive integer")
     if "pretrain" in row:
-        stages = spec.get("pretrain_stages")
-        _check(isinstance(row["pretrain"], str), where, "`pretrain` must name a stage of `pretrain_stages`")
-        _check(stages is not None and row["pretrain"] in stages, where,
-               f"pretrain={row['pretrain']!r}: not a stage of the table's `pretrain_stages`")
+        stages = spec.get("pretrain_stages") or {}
+        _check(isinstance(row["pretrain"], str) and row["pretrain"] in stages, f"{path}: row {i}",
+               f"pretrain: {row['pretrain']!r} is not one of pretrain_stages ({', '.join(stages) or 'none declared'})")
+
+
+def validate_stages(path: Path, stages) -> None:
+    _check(isinstance(stages, dict), f"{path}: pretrain_stages", "expected stage name: {data: [...], train: [...]}")
+    for name, stage in stages.items():
+        where = f"{path}: pretrain_stages.{name}"
+        _check(isinstance(stage, dict), where, "expected a mapping of vocab / data / train overrides")
+        unknown = set(stage) - STAGE_KEYS
+        _check(not unknown, where, f"unknown keys {sorted(unknown)} (allowed: {', '.join(sorted(STAGE_KEYS))})")
+        _check("train" in stage and "data" in stage, where, "needs `data` and `train` (lists of overrides; "
+               "`vocab` is optional)")
+        for key, overrides in stage.items():
+            _check(_is_str_list(overrides), f"{where}.{key}", "expected a list of Hydra overrides")
 
 
 def validate_table(path: Path, spec) -> None:
@@ -103,6 +123,8 @@ def validate_table(path: Path, spec) -> None:
     seeds = spec.get("seeds", 10)
     _check(isinstance(seeds, int) and not isinstance(seeds, bool) and seeds > 0, f"{path}: seeds",
            f"{seeds!r}: expected a positive integer")
+    if "pretrain_stages" in spec:
+        validate_stages(path, spec["pretrain_stages"])
     for i, row in enumerate(spec["rows"]):
         validate_row(path, spec, i, row)
     dirs = [slug(row["name"]) for row in spec["rows"]]
@@ -170,14 +192,14 @@ def check_requirements(cfg, row: dict) -> None:
     import torch
 
     from cxlnet.finetune import task_files
-    from cxlnet.paths import resolve_data_file
-    from cxlnet.runs import pretrained_source
+    from cxlnet.runs import pretrained_source, resolve_spiece
 
     if cfg.hardware.accelerator == "gpu" and not torch.cuda.is_available():
         raise CxlnetError("hardware=gpu: no CUDA GPU is visible")
-    if cfg.model.pretrained is not None and "pretrain" not in row:
-        pretrained_source(cfg.model.pretrained)
-    resolve_data_file(cfg.paths.data_dir, cfg.model.spiece_model)
+    if "pretrain" not in row:  # a stage's run brings its own weights and tokenizer
+        if cfg.model.pretrained is not None:
+            pretrained_source(cfg.model.pretrained)
+        resolve_spiece(cfg)
     task_files(cfg, train=True)
 
 
@@ -207,12 +229,58 @@ def run_row(label: str, sweep: Path, row: dict, seeds: int, overrides: list[str]
         print(f"{label}: nothing to run: all {seeds} seeds finished in {sweep} with this configuration "
               f"(remove that directory, or pass --results DIR, to run them again)", flush=True)
         return "done", cfg
-    command = [sys.executable, "-m", "cxlnet", "finetune", "-m", *overrides,
-               f"hydra.sweep.dir={sweep}", "seed=" + ",".join(map(str, todo))]
     print(f"{label}: running seeds {','.join(map(str, todo))} ({len(finished)} of {seeds} finished before)", flush=True)
-    print("+", " ".join(command[2:]), flush=True)
-    returncode = subprocess.run(command, env={**os.environ, "CXLNET_COMMAND": "finetune"}).returncode
+    returncode = _cxlnet("finetune", "-m", *overrides, f"hydra.sweep.dir={sweep}", "seed=" + ",".join(map(str, todo)))
     return ("ran" if returncode == 0 else "failed"), cfg
+
+
+def _cxlnet(command: str, *args: str) -> int:
+    argv = [sys.executable, "-m", "cxlnet", command, *args]
+    print("+", " ".join(argv[2:]), flush=True)
+    return subprocess.run(argv, env={**os.environ, "CXLNET_COMMAND": command}).returncode
+
+
+def stage_dir(results: Path, table_id: str, stage: str) -> Path:
+    return results / table_id / slug(stage)
+
+
+def run_stage(out: Path, stage: dict) -> int:
+    """Pre-train once into `out`: `cxlnet vocab` (if the stage has `vocab`) into out/vocab, `cxlnet
+    data` into out/store, `cxlnet train` with `out` as its run directory. A finished stage (its
+    metrics.json) is skipped; an interrupted one resumes (a built store is kept, train resumes from
+    out/checkpoints/last.ckpt). The rows naming the stage fine-tune from `model.pretrained=out`."""
+    if (out / "metrics.json").is_file():
+        print(f"{out}: pre-training finished")
+        return 0
+    out = out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    spiece = []
+    if "vocab" in stage:
+        vocab = out / "vocab" / "spiece"
+        if not vocab.with_suffix(".model").is_file():
+            if rc := _cxlnet("vocab", *stage["vocab"], f"vocab.output={vocab}", f"hydra.run.dir={out / 'logs'}"):
+                return rc
+        spiece = [f"data.spiece_model={vocab.with_suffix('.model')}"]
+    store = out / "store"
+    if not (store / "store.json").is_file():
+        if rc := _cxlnet("data", *stage["data"], *spiece, f"data.out_dir={store}", f"hydra.run.dir={out / 'logs'}"):
+            return rc
+    return _cxlnet("train", *stage["train"], f"data.store={store}", f"hydra.run.dir={out}")
+
+
+def stage_overrides(table_id: str, spec: dict, row: dict, results: Path, stages: dict) -> list[str] | None:
+    """`model.pretrained=<stage dir>` for a row with `pretrain:` (its stage run first, once per
+    table run), [] for a row without, None when the row's stage failed."""
+    name = row.get("pretrain")
+    if name is None:
+        return []
+    if name not in stages:
+        out = stage_dir(results, table_id, name)
+        stages[name] = out.resolve() if run_stage(out, spec["pretrain_stages"][name]) == 0 else None
+    if stages[name] is None:
+        print(f"{table_id} / {row['name']}: skipped (pre-training stage {name!r} failed)", flush=True)
+        return None
+    return [f"model.pretrained={stages[name]}"]
 
 
 def send_wandb_summary(table_id: str, row: dict, sweep: Path, cfg) -> None:
@@ -266,10 +334,15 @@ def main(argv: list[str]) -> int:
     outcomes: dict[str, int] = {}
     if args.action == "run":
         for table_id, spec in tables:
+            stages: dict[str, Path | None] = {}
             for row in (r for r in spec["rows"] if "overrides" in r):
+                start = stage_overrides(table_id, spec, row, results, stages)
+                if start is None:
+                    outcomes["failed"] = outcomes.get("failed", 0) + 1
+                    continue
                 sweep = row_dir(results, table_id, row)
                 seeds = profile["seeds"] or row.get("seeds") or spec.get("seeds", 10)
-                overrides = [*row["overrides"], *profile["overrides"], *args.overrides]
+                overrides = [*row["overrides"], *start, *profile["overrides"], *args.overrides]
                 outcome, cfg = run_row(f"{table_id} / {row['name']}", sweep, row, int(seeds), overrides)
                 outcomes[outcome] = outcomes.get(outcome, 0) + 1
                 if outcome in ("ran", "done") and cfg.logger.kind == "wandb":

@@ -7,6 +7,7 @@ directly: transformers' fast XLNet tokenizer inserts extra `▁` pieces after us
 """
 from __future__ import annotations
 
+import hashlib
 import re
 import sys
 import unicodedata
@@ -16,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cxlnet.errors import CxlnetError
+from cxlnet.errors import CxlnetError, atomic_write_bytes
 
 SPIECE_UNDERLINE = "▁"
+SPIECE_FILE = "spiece.model"  # a tokenizer saved beside weights (`model.spiece_model=auto` finds it)
 
 # XLNet's fixed layout of special ids (data_utils.special_symbols); hfl's vocab follows it.
 SPECIAL_PIECES = ("<unk>", "<s>", "</s>", "<cls>", "<sep>", "<pad>", "<mask>", "<eod>", "<eop>")
@@ -159,6 +161,16 @@ class Tokenizer:
 
 
 _START_PUNCT = set('!"#$%&()*+,-./:;?@[\\]^_`{|}~')
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def save_tokenizer(tokenizer: "Tokenizer | Path", directory: str | Path) -> Path:
+    """Write the SentencePiece model as `<directory>/spiece.model` (atomically)."""
+    src = tokenizer.path if isinstance(tokenizer, Tokenizer) else Path(tokenizer)
+    return atomic_write_bytes(Path(directory) / SPIECE_FILE, src.read_bytes())
 
 
 def is_start_piece(piece: str) -> bool:
