@@ -154,19 +154,32 @@ def resolve_pretrained(path_setting: str) -> Path:
     return path
 
 
+def model_settings(model_cfg: DictConfig, vocab_size: int, **run_overrides) -> tuple[dict, dict]:
+    """The `model` group's `config` block as (the whole architecture, for a random initialisation;
+    the run settings only, for a loaded checkpoint whose config.json decides the architecture).
+    A null `vocab_size` is the tokenizer's; `run_overrides` (e.g. pre-training's mem_len) go into both."""
+    from cxlnet.model.config import RUN_SETTINGS
+
+    arch = dict(OmegaConf.to_container(model_cfg.config, resolve=True))
+    arch["grad_checkpointing"] = bool(model_cfg.grad_checkpointing)
+    arch.update(run_overrides)
+    if arch.get("vocab_size") is None:
+        arch["vocab_size"] = int(vocab_size)
+    return arch, {k: v for k, v in arch.items() if k in RUN_SETTINGS}
+
+
 def model_loader(cfg: DictConfig, vocab_size: int):
     """A function building `cls` from `model.pretrained`, or randomly initialised when it is unset."""
     from cxlnet.model import XLNetConfig
 
-    overrides = dict(OmegaConf.to_container(cfg.model.config, resolve=True))
-    overrides["grad_checkpointing"] = bool(cfg.model.grad_checkpointing)
+    arch, run_settings = model_settings(cfg.model, vocab_size)
 
     def load(cls, **head_kwargs):
         if cfg.model.pretrained is None:
             log.warning("model.pretrained is not set: XLNet-%s starts from random initialisation", cfg.model.name)
-            model = cls(XLNetConfig.named(cfg.model.size, **overrides), **head_kwargs)
+            model = cls(XLNetConfig.from_dict(arch, source="model.config"), **head_kwargs)
         else:
-            model = cls.from_pretrained(resolve_pretrained(cfg.model.pretrained), **overrides, **head_kwargs)
+            model = cls.from_pretrained(resolve_pretrained(cfg.model.pretrained), **run_settings, **head_kwargs)
         if model.config.vocab_size != vocab_size:
             raise CxlnetError(
                 f"model vocab size {model.config.vocab_size} differs from the tokenizer's {vocab_size} "

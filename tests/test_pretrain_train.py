@@ -333,10 +333,10 @@ def test_experiment_presets_compose(preset):
         cfg = compose(config_name="train", overrides=[f"experiment={preset}"])
     d, opt = cfg.data, cfg.optimizer
     if preset == "pretrain_demo":
-        assert cfg.model.size == "tiny" and cfg.hardware.accelerator == "cpu" and d.bsz == 8
+        assert cfg.model.name == "tiny" and cfg.hardware.accelerator == "cpu" and d.bsz == 8
         return
     assert (d.bsz, d.seq_len, d.reuse_len, cfg.mem_len, d.perm_size, d.num_predict) == (32, 512, 256, 384, 256, 85)
-    assert (d.mask_alpha, d.mask_beta, d.bi_data, cfg.model.size) == (6, 1, True, "mid")
+    assert (d.mask_alpha, d.mask_beta, d.bi_data, cfg.model.config.n_layer) == (6, 1, True, 24)
     assert (opt.optim._target_, opt.optim.lr, opt.optim.eps, opt.optim.weight_decay) == (
         "cxlnet.optim.AdamWeightDecay", 1e-4, 1e-6, 0.01)
     assert (opt.warmup_steps, opt.min_lr_ratio, cfg.train.max_steps, cfg.trainer.gradient_clip_val) == (

@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from cxlnet.confdir import CONF_DIR
 from cxlnet.errors import CxlnetError, atomic_write_json, atomic_write_via
 from cxlnet.paths import resolve_data_file
-from cxlnet.runs import hydra_job, resolve_pretrained, run_dir, show_config
+from cxlnet.runs import hydra_job, model_settings, resolve_pretrained, run_dir, show_config
 
 log = logging.getLogger(__name__)
 
@@ -112,19 +112,17 @@ def atomic_checkpoint_io(accelerator: str):
 
 
 def build_model(cfg: DictConfig, vocab_size: int, store_desc: str = "the token store"):
-    """XLNetLMHeadModel for the run: random init (`model.size`) or `model.pretrained` (hfl / cxlnet)."""
+    """XLNetLMHeadModel for the run: random init (`model.config`) or `model.pretrained` (hfl / cxlnet)."""
     from cxlnet.model import XLNetConfig, XLNetLMHeadModel
 
-    overrides = dict(OmegaConf.to_container(cfg.model.config, resolve=True))
-    overrides.update(mem_len=int(cfg.mem_len) or None, reuse_len=int(cfg.data.reuse_len),
-                     bi_data=bool(cfg.data.bi_data), grad_checkpointing=bool(cfg.model.grad_checkpointing))
+    arch, run_settings = model_settings(cfg.model, vocab_size, mem_len=int(cfg.mem_len) or None,
+                                        reuse_len=int(cfg.data.reuse_len), bi_data=bool(cfg.data.bi_data))
     if cfg.model.pretrained is None:
-        overrides.setdefault("vocab_size", vocab_size)
-        model = XLNetLMHeadModel(XLNetConfig.named(cfg.model.size, **overrides))
-        source = f"XLNet-{cfg.model.size} config"
+        model = XLNetLMHeadModel(XLNetConfig.from_dict(arch, source="model.config"))
+        source = f"XLNet-{cfg.model.name} config"
     else:
         source = f"model.pretrained={cfg.model.pretrained}"
-        model = XLNetLMHeadModel.from_pretrained(resolve_pretrained(cfg.model.pretrained), **overrides)
+        model = XLNetLMHeadModel.from_pretrained(resolve_pretrained(cfg.model.pretrained), **run_settings)
     if model.config.vocab_size != vocab_size:
         raise CxlnetError(f"{source}: vocab size {model.config.vocab_size} differs from the tokenizer's "
                           f"{vocab_size} ({store_desc})")
