@@ -150,6 +150,7 @@ def train(cfg: DictConfig) -> dict:
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
 
+    from cxlnet.batching import BatchRequest
     from cxlnet.pretrain.corpus import TokenStore
     from cxlnet.pretrain.module import PretrainModule
     from cxlnet.training import build_trainer, ensure_unfinished
@@ -180,8 +181,10 @@ def train(cfg: DictConfig) -> dict:
         monitor="step", mode="max", save_last=True, save_on_train_epoch_end=False,
     ))
     plugins = [atomic_checkpoint_io(cfg.hardware.accelerator)]
+    batch = BatchRequest(int(cfg.data.bsz), "data.bsz", model, seq_len=int(cfg.data.seq_len), mem_len=int(cfg.mem_len),
+                         num_predict=int(cfg.data.num_predict), multiple_of=2 if cfg.data.bi_data else 1)
     trainer = build_trainer(
-        cfg, out_dir, group=None, max_steps=int(cfg.train.max_steps), max_epochs=-1,
+        cfg, out_dir, group=None, batch=batch, max_steps=int(cfg.train.max_steps), max_epochs=-1,
         enable_checkpointing=True, callbacks=callbacks, plugins=plugins, num_sanity_val_steps=0,
         limit_val_batches=0, val_check_interval=None,
     )
