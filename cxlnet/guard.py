@@ -54,7 +54,7 @@ class DivergenceGuard(pl.Callback):
         if trainer.world_size > 1:  # every rank stops together, or the others would wait in all-reduce
             verdict = int(trainer.strategy.reduce(torch.tensor(verdict, device=pl_module.device), reduce_op="max"))
         if verdict == STOP_NONFINITE:
-            self._stop_nonfinite(trainer, pl_module, batch, loss, step)
+            self._stop_nonfinite(trainer, pl_module, batch, batch_idx, loss, step)
         if verdict == STOP_STALLED:
             start, now = sum(self.first) / len(self.first), sum(self.recent) / max(1, len(self.recent))
             raise CxlnetError(
@@ -72,15 +72,16 @@ class DivergenceGuard(pl.Callback):
             return GO_ON
         return STOP_STALLED if sum(self.recent) / len(self.recent) >= sum(self.first) / len(self.first) else GO_ON
 
-    def _stop_nonfinite(self, trainer, pl_module, batch, loss: float, step: int) -> None:
+    def _stop_nonfinite(self, trainer, pl_module, batch, batch_idx: int, loss: float, step: int) -> None:
         if math.isfinite(loss):  # another rank's batch was the bad one
             raise CxlnetError(f"the training loss of another process is not finite at step {step}: stopped")
         ids = pl_module.example_ids(batch) if hasattr(pl_module, "example_ids") else {}
-        record = {"step": step, "epoch": int(trainer.current_epoch), "rank": int(trainer.global_rank),
-                  "loss": str(loss), **ids}
+        record = {"step": step, "epoch": int(trainer.current_epoch), "batch": int(batch_idx),
+                  "rank": int(trainer.global_rank), "loss": str(loss), **ids}
         name = NONFINITE_FILE if trainer.world_size == 1 else f"nonfinite_batch.rank{trainer.global_rank}.json"
         path = atomic_write_json(self.run_dir / name, record)
-        raise CxlnetError(f"the training loss is {loss} at step {step}: stopped; the batch's example ids are in "
+        raise CxlnetError(f"the training loss is {loss} at batch {batch_idx} of epoch {trainer.current_epoch} "
+                          f"(step {step}): stopped; the batch's example ids are in "
                           f"{path} (guard.nonfinite=false runs on)")
 
 

@@ -228,13 +228,14 @@ def close_loggers(trainer: pl.Trainer, metrics: dict[str, float]) -> None:
 
 def per_device_batch(global_batch: int, trainer: pl.Trainer | None) -> int:
     """`task.batch_size` is the batch of one optimizer step over all devices (Chinese-XLNet's 16 and
-    48): each process loads global / (processes x accumulate_grad_batches) examples per micro-batch."""
+    48): each process loads global / (processes x accumulation) examples per micro-batch, the
+    accumulation being derived from `hardware.micro_batch_size` (`cxlnet.batching`)."""
     if trainer is None:
         return int(global_batch)
     parts = int(trainer.world_size) * int(trainer.accumulate_grad_batches)
     if global_batch % parts:
         raise CxlnetError(f"task.batch_size {global_batch} is not divisible by {trainer.world_size} processes x "
-                          f"accumulate_grad_batches {trainer.accumulate_grad_batches}")
+                          f"accumulation {trainer.accumulate_grad_batches}")
     return global_batch // parts
 
 

@@ -311,10 +311,10 @@ def test_adam_weight_decay_matches_xlnet_formula():
 @pytest.mark.slow
 def test_accumulation_resume_and_slices(work):
     """Gradient accumulation (2 micro-batches = row slices, one memory each) also resumes exactly."""
-    args = train_args(work, "acc", "trainer.accumulate_grad_batches=2", "train.max_steps=8")
+    args = train_args(work, "acc", "hardware.micro_batch_size=2", "train.max_steps=8")
     cxlnet_proc(*args, cwd=work["root"])
     acc = work["runs"] / "pretrain" / "acc"
-    args2 = train_args(work, "acc2", "trainer.accumulate_grad_batches=2", "train.max_steps=8")
+    args2 = train_args(work, "acc2", "hardware.micro_batch_size=2", "train.max_steps=8")
     cxlnet_proc(*args2, "train.stop_after=3", cwd=work["root"])
     ckpt = torch.load(work["runs"] / "pretrain" / "acc2" / "checkpoints" / "last.ckpt", map_location="cpu",
                       weights_only=True)
@@ -343,6 +343,6 @@ def test_experiment_presets_compose(preset):
         20000, 0.001, 2_000_000, 1.0)
     assert (cfg.model.config.dropout, cfg.model.config.dropatt) == (0.1, 0.1)
     if preset == "pretrain_mid":
-        assert cfg.hardware.accelerator == "tpu" and cfg.trainer.accumulate_grad_batches == 1
+        assert cfg.hardware.accelerator == "tpu" and cfg.hardware.micro_batch_size is None  # 32 = 8 cores x 4
     else:
-        assert cfg.hardware.precision == "bf16-mixed" and cfg.trainer.accumulate_grad_batches == 4
+        assert cfg.hardware.precision == "bf16-mixed" and cfg.hardware.micro_batch_size == 8  # 32 = 1 GPU x 8 x 4

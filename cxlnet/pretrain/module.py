@@ -247,7 +247,7 @@ class PretrainModule(TrainModule):
             return
         if int(state["num_slices"]) != self.num_slices():
             raise CxlnetError(
-                f"the checkpoint was written with {state['num_slices']} row slices (devices x accumulate_grad_batches), "
+                f"the checkpoint was written with {state['num_slices']} row slices (devices x accumulation), "
                 f"this run has {self.num_slices()}: resume with the same layout so every memory meets its rows")
         saved, now = state.get("data"), self.data_identity()
         if saved is not None and saved != now:
