@@ -1,9 +1,6 @@
 """The global batch: devices x micro-batch x accumulation, its errors, and accumulation = the big batch."""
 from __future__ import annotations
 
-import os
-import sys
-
 import pytest
 import torch
 
@@ -50,23 +47,7 @@ def test_impossible_combinations_fail_naming_the_keys(global_batch, devices, mic
         plan_batch(global_batch, devices, micro, "task.batch_size")
 
 
-def run(capsys, *args) -> tuple[int, str]:
-    from cxlnet import cli
-
-    capsys.readouterr()
-    argv0 = sys.argv[:]
-    try:
-        rc = cli.main(list(args))
-    except SystemExit as exit_:
-        rc = exit_.code
-    finally:
-        sys.argv = argv0
-        os.environ.pop(cli.ENV_COMMAND, None)
-    out = capsys.readouterr()
-    return rc, out.out + out.err
-
-
-def test_accumulation_gives_the_updates_of_the_big_batch(tmp_path, capsys):
+def test_accumulation_gives_the_updates_of_the_big_batch(tmp_path, cxlnet_run):
     """tiny, fp32, no dropout: 4 steps of 16 as 4 x 4 accumulated equal 4 steps of 16 at once."""
     from safetensors.torch import load_file
 
@@ -80,7 +61,7 @@ def test_accumulation_gives_the_updates_of_the_big_batch(tmp_path, capsys):
               "trainer.enable_progress_bar=false", "logger=none"]
     weights = {}
     for micro in ("null", "4"):
-        rc, out = run(capsys, *common, f"hardware.micro_batch_size={micro}", f"hydra.run.dir={tmp_path / micro}")
+        rc, out = cxlnet_run(*common, f"hardware.micro_batch_size={micro}", f"hydra.run.dir={tmp_path / micro}")
         assert rc == 0, out[-2000:]
         assert ("global 16 = 1 device × 4 micro × 4 accum" in out) == (micro == "4")
         weights[micro] = load_file(str(tmp_path / micro / "model" / "model.safetensors"))
@@ -89,11 +70,33 @@ def test_accumulation_gives_the_updates_of_the_big_batch(tmp_path, capsys):
         torch.testing.assert_close(weights["4"][name], big, rtol=1e-4, atol=2e-6, msg=name)
 
 
-def test_a_bad_micro_batch_fails_before_training(tmp_path, capsys):
-    rc, out = run(capsys, "finetune", "experiment=demo", "task.batch_size=16", "hardware.micro_batch_size=5",
+def test_a_bad_micro_batch_fails_before_training(tmp_path, cxlnet_run):
+    rc, out = cxlnet_run("finetune", "experiment=demo", "task.batch_size=16", "hardware.micro_batch_size=5",
                   f"hydra.run.dir={tmp_path / 'bad'}", "trainer.enable_progress_bar=false", "logger=none",
                   "task.max_train_examples=32")
     assert rc == 2
     assert "cxlnet finetune: error: task.batch_size=16 over 1 device(s) is 16 per device, not a multiple of " \
            "hardware.micro_batch_size=5" in out
     assert "Traceback" not in out and not (tmp_path / "bad" / "metrics.json").exists()
+
+
+def test_auto_without_a_gpu_uses_the_estimate_against_the_device_memory():
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from cxlnet.batching import BatchRequest
+    from cxlnet.memory import GIB, HEADROOM, Workload, estimate
+    from cxlnet.model import XLNetConfig, XLNetForSequenceClassification
+
+    model = XLNetForSequenceClassification(XLNetConfig.named("tiny", vocab_size=1000), num_labels=2)
+    request = BatchRequest(64, "task.batch_size", model, seq_len=256)
+    one_device = SimpleNamespace(world_size=1)
+    work = Workload(model.config, 256, fused_attention=False)
+    limit = estimate(work, 9).total / HEADROOM / GIB  # room for 9 examples at once: 8 is the largest divisor
+    hw = OmegaConf.create({"accelerator": "cpu", "precision": "32-true", "micro_batch_size": "auto",
+                           "device_memory_gb": limit})
+    plan = request.plan(hw, one_device)
+    assert (plan.micro, plan.accumulation) == (8, 8)
+    hw.device_memory_gb = 1000
+    assert request.plan(hw, one_device).micro == 64

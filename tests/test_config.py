@@ -74,24 +74,17 @@ def test_command_line_flags_go_before_the_overrides():
 
 
 @pytest.mark.parametrize("option", options("model"))
-def test_cfg_job_shows_the_whole_architecture(option, capsys):
+def test_cfg_job_shows_the_whole_architecture(option, cxlnet_run):
     """`cxlnet finetune model=X --cfg job` prints every XLNetConfig field; random init builds exactly that."""
     import dataclasses
-    import os
-    import sys
 
     import yaml
 
-    from cxlnet import cli
     from cxlnet.model import XLNetConfig
 
-    argv0 = sys.argv[:]
-    try:
-        assert cli.main(["finetune", f"model={option}", "--cfg", "job"]) == 0
-    finally:
-        sys.argv = argv0
-        os.environ.pop(cli.ENV_COMMAND, None)
-    printed = yaml.safe_load(capsys.readouterr().out)["model"]
+    rc, out = cxlnet_run("finetune", f"model={option}", "--cfg", "job")
+    assert rc == 0, out
+    printed = yaml.safe_load(out)["model"]
     fields = {f.name for f in dataclasses.fields(XLNetConfig)} - {"extra", "grad_checkpointing"}
     assert fields <= set(printed["config"]), fields - set(printed["config"])
     built = XLNetConfig.named(option, vocab_size=32000)

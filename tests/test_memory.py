@@ -81,16 +81,9 @@ def test_parameter_count_matches_the_model():
         assert parameter_count(cfg) - head == n - 32000  # the LM head's bias is not in the body
 
 
-def test_memory_command_prints_the_table(capsys):
-    from cxlnet import cli
-
-    argv0 = sys.argv[:]
-    try:
-        assert cli.main(["memory", "model=mid", "task=cmrc2018", "hardware=gpu", "memory.micro_batches=[1,4]"]) == 0
-    finally:
-        sys.argv = argv0
-        os.environ.pop(cli.ENV_COMMAND, None)
-    out = capsys.readouterr().out
+def test_memory_command_prints_the_table(cxlnet_run):
+    rc, out = cxlnet_run("memory", "model=mid", "task=cmrc2018", "hardware=gpu", "memory.micro_batches=[1,4]")
+    assert rc == 0, out
     assert "XLNet-mid, cmrc2018" in out and "bf16-mixed + ckpt" in out
     rows = [line for line in out.splitlines() if line.startswith("│")]
     assert len(rows) == 3 * 2  # 3 sequence lengths x 2 micro-batches
