@@ -5,7 +5,8 @@
 * A loss that has not fallen stops it too: after `patience_steps` optimizer steps, the mean loss of
   the last `window` batches must be below the mean of the first `window`. A run that learns and then
   plateaus is never stopped (its loss stays below the start); one that does not learn, or climbs
-  back to where it began, is.
+  back to where it began, is. Only a run the guard saw from step 0 is checked: a resumed run's
+  first batches are not its start (NaN/inf is checked always).
 
 Both raise `CxlnetError`, which the command prints as `cxlnet <command>: error: ...` (exit 2).
 Reading the loss is one host sync per batch, which Lightning's own logging pays anyway.
@@ -42,6 +43,7 @@ class DivergenceGuard(pl.Callback):
         self.patience_steps = None if patience_steps is None else int(patience_steps)
         self.window = int(window)
         self.first: list[float] = []
+        self.from_start: bool | None = None  # did this run start at step 0 (not a resume)?
         self.recent: deque[float] = deque(maxlen=self.window)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -63,7 +65,9 @@ class DivergenceGuard(pl.Callback):
                 f"or raise guard.patience_steps (null: off)")
 
     def _verdict(self, loss: float, step: int) -> int:
-        if not math.isfinite(loss):
+        if self.from_start is None:
+            self.from_start = step <= 1  # global_step is already counted for the first batch's update
+        if not math.isfinite(loss) or not self.from_start:
             return GO_ON
         if len(self.first) < self.window:
             self.first.append(loss)

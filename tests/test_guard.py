@@ -60,6 +60,9 @@ def test_a_loss_that_does_not_fall_stops_the_run(tmp_path):
     with pytest.raises(CxlnetError, match="the training loss has not fallen in 10 steps"):
         fit(tmp_path, x, lr=0.0, patience_steps=10, window=4)
     fit(tmp_path, x, lr=0.05, patience_steps=10, window=4)  # a learning run goes on to max_steps
+    resumed = DivergenceGuard(tmp_path, patience_steps=10, window=4)
+    resumed.from_start = False  # a resumed run: its first batches are not its start, so no verdict
+    assert all(resumed._verdict(1.0, step) == 0 for step in range(100, 140))
 
 
 def test_overfit_reaches_zero_loss_and_the_run_prints_no_third_party_notices(tmp_path):
