@@ -170,7 +170,9 @@ def show(cfg: DictConfig) -> None:
     from cxlnet.paths import resolve_data_file
     from cxlnet.text import Tokenizer
 
-    vocab = cfg.model.config.vocab_size or Tokenizer(resolve_data_file(cfg.paths.data_dir, cfg.model.spiece_model)).vocab_size
+    vocab = cfg.model.config.vocab_size
+    if vocab is None:  # the tokenizer's, as for a random initialisation
+        vocab = Tokenizer(resolve_data_file(cfg.paths.data_dir, cfg.model.spiece_model)).vocab_size
     limit = device_memory(cfg.hardware)
     precisions = list(cfg.memory.precisions)
     table = Table(title=f"estimated training memory per device: XLNet-{cfg.model.name}, {cfg.task.name}, "

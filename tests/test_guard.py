@@ -49,7 +49,8 @@ def fit(tmp_path: Path, x: torch.Tensor, lr: float, **guard) -> None:
 def test_a_nan_stops_the_run_and_names_the_batch(tmp_path):
     x = torch.randn(32, 4)
     x[13, 2] = float("nan")  # row 13: the 4th batch (rows 12-15)
-    with pytest.raises(CxlnetError, match=r"the training loss is nan at batch 3 of epoch 0 \(step 4\): stopped; the batch's example ids are in"):
+    stopped = r"the training loss is nan at batch 3 of epoch 0 \(step 4\): stopped; the batch's example ids are in"
+    with pytest.raises(CxlnetError, match=stopped):
         fit(tmp_path, x, lr=0.01)
     record = json.loads((tmp_path / NONFINITE_FILE).read_text())
     assert record["example_index"] == [12, 13, 14, 15] and record["batch"] == 3

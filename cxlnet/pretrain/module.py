@@ -194,7 +194,8 @@ class PretrainModule(TrainModule):
 
     def example_ids(self, batch) -> dict:
         """A micro-batch is rows of one stream batch: the step of the stream and the row slice."""
-        return {"stream_step": int(batch["step"]), "slice": int(batch["slice"]), "rows": int(batch["input_ids"].shape[0])}
+        return {"stream_step": int(batch["step"]), "slice": int(batch["slice"]),
+                "rows": int(batch["input_ids"].shape[0])}
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
         pass  # train/lr is logged once per optimizer step in _finish_step
