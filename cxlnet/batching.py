@@ -93,6 +93,15 @@ class BatchRequest:
                               f"({self.key}={self.global_batch} over {plan.devices} device(s))")
         return plan
 
+    def final(self, trainer) -> BatchPlan:
+        """The split as trained: `optimizer.clip_shards` may have raised the accumulation."""
+        devices, accumulation = int(trainer.world_size), int(trainer.accumulate_grad_batches)
+        if self.global_batch % (devices * accumulation):
+            raise CxlnetError(f"{self.key}={self.global_batch} cannot be split over {devices} device(s) x "
+                              f"{accumulation} micro-batches (optimizer.clip_shards); choose a multiple of "
+                              f"{devices * accumulation}")
+        return BatchPlan(self.global_batch, devices, self.global_batch // (devices * accumulation), accumulation)
+
     def workload(self, hw, checkpointing: bool):
         from cxlnet.memory import Workload
 

@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from cxlnet.confdir import CONF_DIR
 from cxlnet.errors import CxlnetError, atomic_write_json, atomic_write_via
 from cxlnet.paths import resolve_data_file
-from cxlnet.runs import hydra_job, model_settings, resolve_pretrained, run_dir, show_config
+from cxlnet.runs import chosen_architecture, hydra_job, load_reported, model_settings, run_dir, show_config
 
 log = logging.getLogger(__name__)
 
@@ -64,19 +64,29 @@ def vocab_main(cfg: DictConfig) -> None:
 
 # -------------------------------------------------------------------------------------- data
 def data(cfg: DictConfig) -> dict:
-    from cxlnet.pretrain.corpus import build_store
+    from cxlnet.pretrain.corpus import IF_EXISTS, build_store, expand_corpus, slice_name
+    from cxlnet.pretrain.encode import default_workers
     from cxlnet.text import Tokenizer
 
     d = cfg.data
-    corpus = [resolve_data_file(cfg.paths.data_dir, p) for p in d.corpus]
+    if d.if_exists not in IF_EXISTS:
+        raise CxlnetError(f"data.if_exists={d.if_exists}: must be one of {', '.join(IF_EXISTS)}")
+    if not 0 <= int(d.task) < int(d.num_task):
+        raise CxlnetError(f"data.task={d.task}: must be in 0..data.num_task-1 (data.num_task={d.num_task})")
+    if d.num_workers is not None and int(d.num_workers) < 0:
+        raise CxlnetError(f"data.num_workers={d.num_workers}: must be >= 0 (0: encode in this process) or null (one per core)")
+    if float(d.part_mb) <= 0:
+        raise CxlnetError(f"data.part_mb={d.part_mb}: must be > 0")
+    corpus = expand_corpus(list(d.corpus), lambda p: resolve_data_file(cfg.paths.data_dir, p))
     tokenizer = Tokenizer(resolve_data_file(cfg.paths.data_dir, d.spiece_model), lower=bool(d.lower))
     out_dir = Path(str(d.out_dir)).expanduser()
-    manifest = build_store(corpus, tokenizer, out_dir, num_shards=int(d.num_shards))
+    workers = default_workers() if d.num_workers is None else int(d.num_workers)
+    manifest = build_store(corpus, tokenizer, out_dir, num_shards=int(d.num_shards), num_workers=workers,
+                           part_bytes=max(1, int(float(d.part_mb) * 2**20)), if_exists=str(d.if_exists),
+                           num_task=int(d.num_task), task=int(d.task))
     c = manifest["counts"]
-    if not c.get("sentences"):  # only blank lines: build_store keeps the document-break tokens alone
-        (out_dir / "store.json").unlink(missing_ok=True)
-        raise CxlnetError(f"empty corpus: no text line in {', '.join(map(str, corpus))}")
-    log.info("token store -> %s: %d tokens, %d documents, %d shards", d.out_dir, c["tokens"], c["documents"],
+    where = out_dir / slice_name(int(d.task), int(d.num_task)) if int(d.num_task) > 1 else out_dir
+    log.info("token store -> %s: %d tokens, %d documents, %d shards", where, c["tokens"], c["documents"],
              len(manifest["shards"]))
     return manifest
 
@@ -115,18 +125,33 @@ def build_model(cfg: DictConfig, vocab_size: int, store_desc: str = "the token s
     """XLNetLMHeadModel for the run: random init (`model.config`) or `model.pretrained` (hfl / cxlnet)."""
     from cxlnet.model import XLNetConfig, XLNetLMHeadModel
 
-    arch, run_settings = model_settings(cfg.model, vocab_size, mem_len=int(cfg.mem_len) or None,
-                                        reuse_len=int(cfg.data.reuse_len), bi_data=bool(cfg.data.bi_data))
+    memory = dict(mem_len=int(cfg.mem_len) or None, reuse_len=int(cfg.data.reuse_len), bi_data=bool(cfg.data.bi_data))
+    arch, run_settings = model_settings(cfg.model, vocab_size, **memory)
     if cfg.model.pretrained is None:
         model = XLNetLMHeadModel(XLNetConfig.from_dict(arch, source="model.config"))
         source = f"XLNet-{cfg.model.name} config"
     else:
         source = f"model.pretrained={cfg.model.pretrained}"
-        model = XLNetLMHeadModel.from_pretrained(resolve_pretrained(cfg.model.pretrained), **run_settings)
+        model = load_reported(XLNetLMHeadModel, cfg.model.pretrained, chosen_architecture(cfg, vocab_size, **memory),
+                              cfg.model.name, **run_settings)
     if model.config.vocab_size != vocab_size:
         raise CxlnetError(f"{source}: vocab size {model.config.vocab_size} differs from the tokenizer's "
                           f"{vocab_size} ({store_desc})")
     return model
+
+
+def write_store_record(cfg: DictConfig, out_dir: Path, store) -> None:
+    """The run record of a pre-training run: every file of the token store and its tokenizer."""
+    from cxlnet.pretrain.corpus import MANIFEST
+    from cxlnet.record import write_run_record
+
+    names = [MANIFEST, store.manifest.get("start_pieces", "start_pieces.npy"),  # a union of slices: theirs
+             *(f"{name}/{MANIFEST}" for name in store.manifest.get("slices", []))]
+    names += [s[k] for s in store.manifest["shards"] for k in ("ids", "sent")]
+    files = {f"store/{name}": store.dir / name for name in names if (store.dir / name).is_file()}
+    tok = Path(store.manifest.get("tokenizer", {}).get("path", ""))
+    write_run_record(out_dir, files, tok if tok.is_file() else None,
+                     accelerator=cfg.hardware.accelerator, devices=cfg.hardware.devices)
 
 
 def _resume_path(cfg: DictConfig, out_dir: Path) -> Path | None:
@@ -163,6 +188,7 @@ def train(cfg: DictConfig) -> dict:
     vocab_size = int(store.manifest["vocab_size"])
     tok_path = store.manifest.get("tokenizer", {}).get("path", "?")
     show_config(cfg, out_dir)
+    write_store_record(cfg, out_dir, store)
     ckpt = _resume_path(cfg, out_dir)
     pl.seed_everything(int(cfg.seed), workers=True)
     model = build_model(cfg, vocab_size, f"{tok_path}, store {store_path}")
@@ -170,7 +196,7 @@ def train(cfg: DictConfig) -> dict:
         model.compile()
     data_cfg = OmegaConf.merge(cfg.data, {"store": str(store_path)})
     module = PretrainModule(model, cfg.optimizer, data_cfg, seed=int(cfg.seed), loss_log=out_dir / LOSS_LOG,
-                            stop_after=cfg.train.stop_after)
+                            stop_after=cfg.train.stop_after, mem_reset_every=cfg.get("mem_reset_every"))
 
     callbacks = [RichProgressBar(leave=True)] if cfg.trainer.enable_progress_bar else []
     if cfg.logger.kind != "none":
@@ -327,12 +353,16 @@ def exported_checkpoint(ckpt: str | Path) -> Path:
 def export_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="cxlnet export",
-        description="Turn a `cxlnet train` checkpoint (or run directory: its checkpoints/last.ckpt) into "
-                    "Hugging Face format (config.json + model.safetensors, loadable by "
-                    "transformers.XLNetLMHeadModel).")
-    parser.add_argument("checkpoint", help="a .ckpt file or a `cxlnet train` run directory")
+        description="Write a publishable model directory: Hugging Face format (config.json + "
+                    "model.safetensors, loadable by transformers), spiece.model and a model card (README.md "
+                    "with a model-index, max (mean) over seeds), from a fine-tuning sweep or run directory, "
+                    "or a `cxlnet train` checkpoint or run directory (its checkpoints/last.ckpt).")
+    parser.add_argument("checkpoint", help="a sweep dir (summary.json), a finetune run dir, a `cxlnet train` "
+                                           "run dir or a .ckpt file")
     parser.add_argument("out_dir", help="output directory")
     args = parser.parse_args(argv)
-    out = export_checkpoint(args.checkpoint, args.out_dir)
+    from cxlnet.modelcard import export_any
+
+    out = export_any(args.checkpoint, args.out_dir)
     print(out)
     return 0

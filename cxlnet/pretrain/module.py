@@ -8,8 +8,10 @@ Memory (§2.9, §3.8): one memory per **row slice**. The stream batch of `data.b
 with `num_core = devices × accumulation` (XLNet's per-core row layout: every slice holds its own
 forward and backward halves for bi_data); device r, micro-batch j trains on slice r·A + j. Row i
 of step s+1 continues the text of row i of step s, so each slice's memory is carried to the same
-slice of the next step: zeros at the start (attended, not masked), detached, never reset except
-by a resume (where it is restored from the checkpoint).
+slice of the next step: zeros at the start (attended, not masked), detached, and restored from the
+checkpoint on a resume. `mem_reset_every: N` restarts every memory from zeros at each step that is
+a multiple of N, as TPUEstimator does in XLNet's train.py on TPU: its `iterations`-step host loop
+(1000) starts from `train_cache_fn`'s zeros (tpu_estimator._train_on_tpu_system). Off by default.
 
 Data position: optimizer step k trains on stream batch k (all its slices), so a run resumed at
 global step k starts the stream at k (in micro-batches: k × accumulation). RNG states (torch,
@@ -99,8 +101,10 @@ class PretrainModule(TrainModule):
     """`model`: an `XLNetLMHeadModel` whose config has mem_len / reuse_len / bi_data of the run."""
 
     def __init__(self, model, optimizer_cfg: DictConfig, data_cfg: DictConfig, seed: int = 0,
-                 loss_log: str | Path | None = None, stop_after: int | None = None):
+                 loss_log: str | Path | None = None, stop_after: int | None = None,
+                 mem_reset_every: int | None = None):
         super().__init__(model, optimizer_cfg)
+        self.mem_reset_every = int(mem_reset_every) if mem_reset_every else None
         self.data_cfg = data_cfg
         self.seed = int(seed)
         self.loss_log = Path(loss_log) if loss_log else None
@@ -155,6 +159,8 @@ class PretrainModule(TrainModule):
             _set_rng_state(self._pending_rng)
             self._pending_rng = None
         j, step = int(batch["slice"]), int(batch["step"])
+        if self.mem_reset_every and step % self.mem_reset_every == 0:
+            self.mems.pop(j, None)  # TPUEstimator's new host loop: memory from zeros
         rows = batch["input_ids"].shape[0]
         if self._step_started is None:
             self._step_started = time.perf_counter()
@@ -201,6 +207,7 @@ class PretrainModule(TrainModule):
         pass  # train/lr is logged once per optimizer step in _finish_step
 
     def on_train_start(self) -> None:
+        super().on_train_start()
         # a resumed run drops the loss-log lines the checkpoint has not seen
         if self.loss_log is not None and self.trainer.is_global_zero and self.loss_log.exists():
             keep = [ln for ln in self.loss_log.read_text(encoding="utf-8").splitlines()
@@ -269,7 +276,8 @@ class PretrainModule(TrainModule):
 
 def lm_loss(logits: torch.Tensor, target: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:
     """Σ(ce · target_mask) / Σ target_mask over the [B, P] target slots (spec §3.9)."""
-    ce = F.cross_entropy(logits.float().flatten(0, 1), target.flatten(), reduction="none").view_as(target_mask)
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # fp32 or wider, never bf16
+    ce = F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none").view_as(target_mask)
     mask = target_mask.to(ce.dtype)
     return (ce * mask).sum() / mask.sum().clamp_min(1.0)
 
