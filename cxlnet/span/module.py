@@ -32,8 +32,7 @@ class SpanModule(TrainModule):
                           start_positions=start_positions, end_positions=end_positions)
 
     def training_step(self, batch, batch_idx):
-        *inputs, _feature_index = batch
-        loss = self(*inputs).loss
+        loss = self(*batch[:6]).loss  # the forward's six inputs; the loader adds feature_index (example_ids)
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
