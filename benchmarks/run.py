@@ -69,9 +69,15 @@ class Shape:
 
 
 CPU_SIZE = dict(d_model=256, n_layer=3, n_head=4, d_head=64, d_inner=1024)
-TINY_SIZE = dict(d_model=64, n_layer=2, n_head=4, d_head=16, d_inner=128)
-MID = dict(d_model=768, n_layer=24, n_head=12, d_head=64, d_inner=3072)
-BASE = dict(d_model=768, n_layer=12, n_head=12, d_head=64, d_inner=3072)
+
+
+def model_size(name: str) -> dict:
+    """The sizes of conf/model/<name>.yaml (the one place they are written down)."""
+    cfg = XLNetConfig.named(name, vocab_size=VOCAB)
+    return {k: getattr(cfg, k) for k in ("d_model", "n_layer", "n_head", "d_head", "d_inner")}
+
+
+TINY_SIZE, MID, BASE = model_size("tiny"), model_size("mid"), model_size("base")
 
 
 def cpu_shapes(quick: bool) -> list[Shape]:

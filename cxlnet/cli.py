@@ -29,8 +29,9 @@ COMMANDS = {
     "data": ("cxlnet.pretrain.commands:data_main", "encode a pre-training corpus into a sharded token store"),
     "train": ("cxlnet.pretrain.commands:train_main", "pre-train XLNet (permutation LM with memory; resumes)"),
     "export": ("cxlnet.pretrain.commands:export_main", "CKPT_OR_RUN_DIR OUT_DIR: checkpoint -> Hugging Face format"),
+    "memory": ("cxlnet.memory:main", "estimated training memory (seq len x micro-batch x precision x checkpointing)"),
 }
-HYDRA_APPS = {"finetune", "eval", "predict", "vocab", "data", "train"}
+HYDRA_APPS = {"finetune", "eval", "predict", "vocab", "data", "train", "memory"}
 # `<command> <tool> ...`: plain argparse tools under a Hydra command's name.
 SUB_TOOLS = {("vocab", "inspect"): "cxlnet.vocab_inspect:main"}
 ENV_COMMAND = "CXLNET_COMMAND"

@@ -11,6 +11,7 @@ import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from cxlnet.batching import BatchRequest
 from cxlnet.confdir import CONF_DIR
 from cxlnet.errors import CxlnetError
 from cxlnet.paths import resolve_data_files
@@ -64,8 +65,9 @@ def finetune(cfg: DictConfig) -> dict[str, float]:
     tokenizer, module, data = build_task(cfg, out_dir)
     if cfg.model.compile:
         module.model = module.model.compile() or module.model
+    batch = BatchRequest(cfg.task.batch_size, "task.batch_size", module.model, seq_len=cfg.task.max_seq_length)
     trainer = build_trainer(
-        cfg, out_dir, group=sweep_group(cfg),
+        cfg, out_dir, group=sweep_group(cfg), batch=batch,
         max_epochs=cfg.task.epochs, max_steps=cfg.task.max_steps, num_sanity_val_steps=0,
         limit_val_batches=cfg.trainer.limit_val_batches if cfg.trainer.val_check_interval else 0,
     )

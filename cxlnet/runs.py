@@ -189,6 +189,20 @@ def resolve_spiece(cfg: DictConfig) -> Path:
     return resolve_data_file(cfg.paths.data_dir, setting)
 
 
+def model_settings(model_cfg: DictConfig, vocab_size: int, **run_overrides) -> tuple[dict, dict]:
+    """The `model` group's `config` block as (the whole architecture, for a random initialisation;
+    the run settings only, for a loaded checkpoint whose config.json decides the architecture).
+    A null `vocab_size` is the tokenizer's; `run_overrides` (e.g. pre-training's mem_len) go into both."""
+    from cxlnet.model.config import RUN_SETTINGS
+
+    arch = dict(OmegaConf.to_container(model_cfg.config, resolve=True))
+    arch["grad_checkpointing"] = bool(model_cfg.grad_checkpointing)
+    arch.update(run_overrides)
+    if arch.get("vocab_size") is None:
+        arch["vocab_size"] = int(vocab_size)
+    return arch, {k: v for k, v in arch.items() if k in RUN_SETTINGS}
+
+
 def pretrained_origin(path_setting: str) -> str:
     """Where `model.pretrained` points, in words (the same cases as `resolve_pretrained`)."""
     from cxlnet.paths import cache_dir
@@ -220,12 +234,12 @@ def load_reported(cls, path_setting: str, chosen: dict | None, chosen_name: str,
     return model
 
 
-def chosen_architecture(cfg: DictConfig, **overrides) -> dict:
-    """The architecture `model=` asks for (with `model.config` and `overrides` applied)."""
+def chosen_architecture(cfg: DictConfig, vocab_size: int, **overrides) -> dict:
+    """The architecture `model=` asks for (`model.config`, with `overrides` applied), as config.json."""
     from cxlnet.model import XLNetConfig
 
-    fields = {**OmegaConf.to_container(cfg.model.config, resolve=True), **overrides}
-    return XLNetConfig.named(cfg.model.size, **fields).to_dict()
+    arch, _ = model_settings(cfg.model, vocab_size, **overrides)
+    return XLNetConfig.from_dict(arch, source="model.config").to_dict()
 
 
 def model_loader(cfg: DictConfig, vocab_size: int):
@@ -233,16 +247,15 @@ def model_loader(cfg: DictConfig, vocab_size: int):
     (then with the tokenizer's `vocab_size` unless `model.config.vocab_size` is set)."""
     from cxlnet.model import XLNetConfig
 
-    overrides = dict(OmegaConf.to_container(cfg.model.config, resolve=True))
-    overrides["grad_checkpointing"] = bool(cfg.model.grad_checkpointing)
+    arch, run_settings = model_settings(cfg.model, vocab_size)
 
     def load(cls, **head_kwargs):
         if cfg.model.pretrained is None:
             log.warning("model.pretrained is not set: XLNet-%s starts from random initialisation", cfg.model.name)
-            model = cls(XLNetConfig.named(cfg.model.size, **{"vocab_size": vocab_size, **overrides}), **head_kwargs)
+            model = cls(XLNetConfig.from_dict(arch, source="model.config"), **head_kwargs)
         else:
-            model = load_reported(cls, cfg.model.pretrained, chosen_architecture(cfg, vocab_size=vocab_size),
-                                  cfg.model.name, **overrides, **head_kwargs)
+            model = load_reported(cls, cfg.model.pretrained, chosen_architecture(cfg, vocab_size), cfg.model.name,
+                                  **run_settings, **head_kwargs)
         if model.config.vocab_size != vocab_size:
             raise CxlnetError(
                 f"model vocab size {model.config.vocab_size} differs from the tokenizer's {vocab_size} "

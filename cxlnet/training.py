@@ -30,6 +30,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from cxlnet.batching import BatchRequest
 from cxlnet.errors import CxlnetError, atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -230,6 +231,11 @@ class TrainModule(pl.LightningModule):
                 if param.grad is not None and scale != 1.0:
                     param.grad.mul_(scale)
 
+    def example_ids(self, batch) -> dict:
+        """What identifies a training batch's examples (the divergence guard writes it): the fine-tuning
+        loaders' last column is each row's index into the task's training examples (file order)."""
+        return {"example_index": [int(i) for i in batch[-1]]}
+
     def on_train_batch_end(self, outputs, batch, batch_idx):
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], prog_bar=False)
 
@@ -260,12 +266,18 @@ def build_loggers(cfg: DictConfig, run_dir: Path, group: str | None) -> list:
     raise CxlnetError(f"logger.kind={kind!r}: expected csv, wandb or none")
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path, group: str | None, **overrides: Any) -> pl.Trainer:
-    """A Trainer for the chosen `hardware` and `logger`, with the rich progress bar."""
+def build_trainer(cfg: DictConfig, run_dir: Path, group: str | None, batch: BatchRequest | None = None,
+                  **overrides: Any) -> pl.Trainer:
+    """A Trainer for the chosen `hardware` and `logger`, with the rich progress bar and the divergence
+    guard. For a training run, `batch` (the global batch and the model) sets the accumulation:
+    `cxlnet.batching` splits the global batch over the devices and `hardware.micro_batch_size`."""
     from pytorch_lightning.callbacks import LearningRateMonitor, RichProgressBar
 
+    from cxlnet.guard import build_guard
+    from cxlnet.quiet import silence_third_party_notices
     from cxlnet.runs import single_run_argv_for_workers
 
+    silence_third_party_notices()
     hw = cfg.hardware
     if hw.accelerator == "tpu":
         require_torch_xla()
@@ -274,9 +286,12 @@ def build_trainer(cfg: DictConfig, run_dir: Path, group: str | None, **overrides
                           "use hardware=cpu, or install a CUDA build of torch")
     single_run_argv_for_workers()
     loggers = build_loggers(cfg, run_dir, group)
-    callbacks = [RichProgressBar(leave=True)] if cfg.trainer.enable_progress_bar else []
-    if loggers:
-        callbacks.append(LearningRateMonitor(logging_interval="step"))
+    callbacks = overrides.pop("callbacks", None)
+    if callbacks is None:
+        callbacks = [RichProgressBar(leave=True)] if cfg.trainer.enable_progress_bar else []
+        if loggers:
+            callbacks.append(LearningRateMonitor(logging_interval="step"))
+    callbacks = [*callbacks, build_guard(cfg.guard, run_dir)]
     tcfg = cfg.trainer
     kwargs = dict(
         accelerator=hw.accelerator,
@@ -293,16 +308,22 @@ def build_trainer(cfg: DictConfig, run_dir: Path, group: str | None, **overrides
         val_check_interval=tcfg.val_check_interval,
         limit_train_batches=tcfg.limit_train_batches,
         limit_val_batches=tcfg.limit_val_batches,
-        accumulate_grad_batches=tcfg.accumulate_grad_batches,
         gradient_clip_val=tcfg.gradient_clip_val,
         deterministic=hw.accelerator == "cpu",
+        fast_dev_run=tcfg.get("fast_dev_run", False),
     )
     kwargs.update(overrides)
+    if tcfg.get("overfit_batches"):  # debug=overfit: one batch again and again, for overfit_steps steps
+        kwargs.update(overfit_batches=tcfg.overfit_batches, max_steps=int(tcfg.overfit_steps), max_epochs=-1)
     trainer = pl.Trainer(**kwargs)
+    if batch is not None:
+        trainer.accumulate_grad_batches = batch.plan(hw, trainer).accumulation  # derived, never set by hand
     clip_shards = int(cfg.optimizer.get("clip_shards", 1))
     if clip_shards > 1:  # XLNet's TPU shards as micro-batches: the data modules read this back
         trainer.accumulate_grad_batches = shard_accumulation(clip_shards, trainer.world_size,
                                                              trainer.accumulate_grad_batches)
+    if batch is not None and trainer.is_global_zero:
+        log.info("batch: %s", batch.final(trainer).line())
     return trainer
 
 
@@ -320,13 +341,14 @@ def close_loggers(trainer: pl.Trainer, metrics: dict[str, float]) -> None:
 
 def per_device_batch(global_batch: int, trainer: pl.Trainer | None) -> int:
     """`task.batch_size` is the batch of one optimizer step over all devices (Chinese-XLNet's 16 and
-    48): each process loads global / (processes x accumulate_grad_batches) examples per micro-batch."""
+    48): each process loads global / (processes x accumulation) examples per micro-batch, the
+    accumulation being derived from `hardware.micro_batch_size` (`cxlnet.batching`)."""
     if trainer is None:
         return int(global_batch)
     parts = int(trainer.world_size) * int(trainer.accumulate_grad_batches)
     if global_batch % parts:
         raise CxlnetError(f"task.batch_size {global_batch} is not divisible by {trainer.world_size} processes x "
-                          f"accumulate_grad_batches {trainer.accumulate_grad_batches}")
+                          f"accumulation {trainer.accumulate_grad_batches}")
     return global_batch // parts
 
 

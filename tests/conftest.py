@@ -4,6 +4,7 @@ counted as passed. Everything else uses the sample shipped inside the package.""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -31,3 +32,26 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def full_data_dir() -> Path:
     return FULL_DATA_DIR
+
+
+def cxlnet_inproc(capsys, *args: str) -> tuple[int, str]:
+    """Run a `cxlnet` command in this process (no interpreter start-up): (exit code, stdout + stderr)."""
+    from cxlnet import cli
+
+    capsys.readouterr()
+    argv0 = sys.argv[:]
+    try:
+        rc = cli.main(list(args))
+    except SystemExit as exit_:
+        rc = exit_.code
+    finally:
+        sys.argv = argv0
+        os.environ.pop(cli.ENV_COMMAND, None)
+    captured = capsys.readouterr()
+    return rc, captured.out + captured.err  # Hydra's job log goes to stdout, the error line to stderr
+
+
+@pytest.fixture
+def cxlnet_run(capsys):
+    """`cxlnet_inproc` bound to this test's capsys: `rc, out = cxlnet_run("finetune", ...)`."""
+    return lambda *args: cxlnet_inproc(capsys, *args)

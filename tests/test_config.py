@@ -25,7 +25,7 @@ def test_every_option_composes(group, option):
     cfg = compose_finetune(f"{group}={option}")
     OmegaConf.resolve(cfg.task)
     OmegaConf.resolve(cfg.optimizer)
-    assert cfg.task.name and cfg.model.size in ("tiny", "base", "mid")
+    assert cfg.task.name and cfg.model.config.n_layer > 0
     if group == "model":
         assert cfg.model.name == option
 
@@ -43,7 +43,7 @@ def test_chnsenticorp_carries_chinese_xlnet_hyperparameters():
     assert (cfg.task.batch_size, cfg.task.max_seq_length, cfg.task.epochs) == (48, 256, 3)
     assert cfg.optimizer.optim.lr == 2e-5
     assert cfg.hardware.precision == "bf16-mixed"
-    assert cfg.model.size == "mid"
+    assert cfg.model.config.n_layer == 24
 
 
 def test_command_line_beats_task_recipe():
@@ -71,3 +71,24 @@ def test_command_line_flags_go_before_the_overrides():
     assert sweep_subdir(["model=base,mid", "optimizer.optim.lr=1e-5,2e-5", "task=x"]) == (
         "hydra.sweep.subdir='model=${hydra:runtime.choices.model},optimizer.optim.lr=${optimizer.optim.lr},seed=${seed}'")
     assert sweep_subdir(["a=1,2", "hydra.sweep.subdir=mine"]) is None
+
+
+@pytest.mark.parametrize("option", options("model"))
+def test_cfg_job_shows_the_whole_architecture(option, cxlnet_run):
+    """`cxlnet finetune model=X --cfg job` prints every XLNetConfig field; random init builds exactly that."""
+    import dataclasses
+
+    import yaml
+
+    from cxlnet.model import XLNetConfig
+
+    rc, out = cxlnet_run("finetune", f"model={option}", "--cfg", "job")
+    assert rc == 0, out
+    printed = yaml.safe_load(out)["model"]
+    fields = {f.name for f in dataclasses.fields(XLNetConfig)} - {"extra", "grad_checkpointing"}
+    assert fields <= set(printed["config"]), fields - set(printed["config"])
+    built = XLNetConfig.named(option, vocab_size=32000)
+    for name in fields - {"vocab_size", "dropatt"}:
+        assert printed["config"][name] == getattr(built, name), name
+    expected_layers = {"tiny": 2, "base": 12, "mid": 24}[option]
+    assert printed["config"]["n_layer"] == expected_layers and printed["grad_checkpointing"] is False

@@ -257,7 +257,8 @@ def test_cli_help_lists_commands_and_groups(tmp_path):
     for group in ("model:", "task:", "hardware:", "optimizer:", "logger:", "sweep:", "experiment:"):
         assert group in groups.stdout
     job = cxlnet("finetune", "model=mid", "hardware=gpu", "task=chnsenticorp", "--cfg", "job", cwd=tmp_path)
-    for text in ("batch_size: 48", "max_seq_length: 256", "lr: 2.0e-05", "epochs: 3", "size: mid"):
+    for text in ("batch_size: 48", "max_seq_length: 256", "lr: 2.0e-05", "epochs: 3", "n_layer: 24",
+                 "micro_batch_size: auto"):
         assert text in job.stdout
 
 

@@ -40,11 +40,11 @@ def two_stream_batch(B=2, L=8, P=3, seed=0):
 def test_config_reads_hfl_file_and_round_trips(tmp_path):
     cfg = XLNetConfig.from_json(HFL_CONFIG)
     assert (cfg.n_layer, cfg.d_model, cfg.pad_token_id, cfg.mem_len, cfg.dropatt) == (12, 768, 5, None, 0.1)
-    assert cfg == XLNetConfig.named("base").replace(extra=cfg.extra)
+    assert cfg == XLNetConfig.named("base", vocab_size=32000).replace(extra=cfg.extra)
     d = cfg.to_dict()
     assert d["model_type"] == "xlnet" and d["architectures"] == ["XLNetLMHeadModel"] and "grad_checkpointing" not in d
     assert XLNetConfig.from_dict(d) == cfg
-    assert XLNetConfig.named("mid").n_layer == 24
+    assert XLNetConfig.named("mid", vocab_size=32000).n_layer == 24
 
 
 @pytest.mark.parametrize("overrides, words", [
@@ -69,7 +69,8 @@ def test_forward_input_errors():
 
 def test_param_counts_match_hfl():
     with torch.device("meta"):  # no memory, no init cost
-        counts = {n: sum(p.numel() for p in XLNetLMHeadModel(XLNetConfig.named(n)).parameters()) for n in ("base", "mid")}
+        counts = {n: sum(p.numel() for p in XLNetLMHeadModel(XLNetConfig.named(n, vocab_size=32000)).parameters())
+                  for n in ("base", "mid")}
     assert counts == {"base": 116_750_336, "mid": 208_891_904}
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cxlnet import cli
+from conftest import cxlnet_inproc
 from cxlnet.paths import sample_dir
 from cxlnet.pretrain.commands import read_losses
 
@@ -43,21 +43,6 @@ def cxlnet_proc(*args: str, cwd: Path, check: bool = True) -> subprocess.Complet
     if check and proc.returncode != 0:
         raise AssertionError(f"cxlnet {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return proc
-
-
-def cxlnet_inproc(capsys, *args: str) -> tuple[int, str]:
-    """Run a command in this process (no interpreter start-up); (exit code, stdout + stderr)."""
-    capsys.readouterr()
-    argv0 = sys.argv[:]
-    try:
-        rc = cli.main(list(args))
-    except SystemExit as exit_:
-        rc = exit_.code
-    finally:
-        sys.argv = argv0
-        os.environ.pop(cli.ENV_COMMAND, None)
-    captured = capsys.readouterr()
-    return rc, captured.out + captured.err  # Hydra's job log goes to stdout, the error line to stderr
 
 
 def error_line(rc: int, err: str) -> str:
@@ -317,10 +302,10 @@ def test_adam_weight_decay_matches_xlnet_formula():
 @pytest.mark.slow
 def test_accumulation_resume_and_slices(work):
     """Gradient accumulation (2 micro-batches = row slices, one memory each) also resumes exactly."""
-    args = train_args(work, "acc", "trainer.accumulate_grad_batches=2", "train.max_steps=8")
+    args = train_args(work, "acc", "hardware.micro_batch_size=2", "train.max_steps=8")
     cxlnet_proc(*args, cwd=work["root"])
     acc = work["runs"] / "pretrain" / "acc"
-    args2 = train_args(work, "acc2", "trainer.accumulate_grad_batches=2", "train.max_steps=8")
+    args2 = train_args(work, "acc2", "hardware.micro_batch_size=2", "train.max_steps=8")
     cxlnet_proc(*args2, "train.stop_after=3", cwd=work["root"])
     ckpt = torch.load(work["runs"] / "pretrain" / "acc2" / "checkpoints" / "last.ckpt", map_location="cpu",
                       weights_only=True)
@@ -339,16 +324,16 @@ def test_experiment_presets_compose(preset):
         cfg = compose(config_name="train", overrides=[f"experiment={preset}"])
     d, opt = cfg.data, cfg.optimizer
     if preset == "pretrain_demo":
-        assert cfg.model.size == "tiny" and cfg.hardware.accelerator == "cpu" and d.bsz == 8
+        assert cfg.model.name == "tiny" and cfg.hardware.accelerator == "cpu" and d.bsz == 8
         return
     assert (d.bsz, d.seq_len, d.reuse_len, cfg.mem_len, d.perm_size, d.num_predict) == (32, 512, 256, 384, 256, 85)
-    assert (d.mask_alpha, d.mask_beta, d.bi_data, cfg.model.size) == (6, 1, True, "mid")
+    assert (d.mask_alpha, d.mask_beta, d.bi_data, cfg.model.config.n_layer) == (6, 1, True, 24)
     assert (opt.optim._target_, opt.optim.lr, opt.optim.eps, opt.optim.weight_decay) == (
         "cxlnet.optim.AdamWeightDecay", 1e-4, 1e-6, 0.01)
     assert (opt.warmup_steps, opt.min_lr_ratio, cfg.train.max_steps, cfg.trainer.gradient_clip_val) == (
         20000, 0.001, 2_000_000, 1.0)
     assert (cfg.model.config.dropout, cfg.model.config.dropatt) == (0.1, 0.1)
     if preset == "pretrain_mid":
-        assert cfg.hardware.accelerator == "tpu" and cfg.trainer.accumulate_grad_batches == 1
+        assert cfg.hardware.accelerator == "tpu" and cfg.hardware.micro_batch_size is None  # 32 = 8 cores x 4
     else:
-        assert cfg.hardware.precision == "bf16-mixed" and cfg.trainer.accumulate_grad_batches == 4
+        assert cfg.hardware.precision == "bf16-mixed" and cfg.hardware.micro_batch_size == 8  # 32 = 1 GPU x 8 x 4

@@ -28,23 +28,22 @@ _HF_ONLY_KEYS = {
     "finetuning_task", "is_decoder", "add_cross_attention", "tokenizer_class",
 }
 
-_PRESETS: dict[str, dict[str, Any]] = {
-    # A model small enough for unit tests (vocab is usually overridden to something tiny).
-    "tiny": dict(d_model=64, n_layer=2, n_head=4, d_head=16, d_inner=128),
-    # hfl/chinese-xlnet-base and -mid: identical except for depth.
-    "base": dict(d_model=768, n_layer=12, n_head=12, d_head=64, d_inner=3072),
-    "mid": dict(d_model=768, n_layer=24, n_head=12, d_head=64, d_inner=3072),
-}
+# Fields that do not shape the weights (the original's RunConfig and task flags, not its
+# xlnet_config.json): a run sets them on every model it builds, loaded checkpoints included.
+RUN_SETTINGS = ("dropout", "dropatt", "summary_last_dropout", "mem_len", "reuse_len", "bi_data", "clamp_len",
+                "same_length", "start_n_top", "end_n_top", "grad_checkpointing")
+# The sizes have no defaults: they come from a config.json or a conf/model/<name>.yaml, never from here.
+_SIZES = ("vocab_size", "d_model", "n_layer", "n_head", "d_head", "d_inner")
 
 
 @dataclass
 class XLNetConfig:
-    vocab_size: int = 32000
-    d_model: int = 768
-    n_layer: int = 12
-    n_head: int = 12
-    d_head: int = 64
-    d_inner: int = 3072
+    vocab_size: int
+    d_model: int
+    n_layer: int
+    n_head: int
+    d_head: int
+    d_inner: int
     ff_activation: str = "relu"
     untie_r: bool = True
     attn_type: str = "bi"
@@ -78,7 +77,7 @@ class XLNetConfig:
         def bad(msg: str) -> None:
             raise CxlnetError(f"XLNetConfig: {msg}")
 
-        for name in ("vocab_size", "d_model", "n_layer", "n_head", "d_head", "d_inner"):
+        for name in _SIZES:
             if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
                 bad(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if self.d_model != self.n_head * self.d_head:
@@ -102,9 +101,18 @@ class XLNetConfig:
     # ------------------------------------------------------------------ constructors
     @classmethod
     def named(cls, name: str, **overrides: Any) -> "XLNetConfig":
-        if name not in _PRESETS:
-            raise CxlnetError(f"unknown model size {name!r}; choose one of {sorted(_PRESETS)}")
-        return cls.from_dict({**_PRESETS[name], **overrides})
+        """The architecture of `conf/model/<name>.yaml` (its `config` block), e.g. `named("mid",
+        vocab_size=32000)`; a `vocab_size: null` there (the tokenizer's) must be given here."""
+        import yaml
+
+        from cxlnet.confdir import conf_dir
+
+        path = conf_dir() / "model" / f"{name}.yaml"
+        if not path.is_file():
+            choices = sorted(p.stem for p in path.parent.glob("*.yaml"))
+            raise CxlnetError(f"unknown model {name!r}; choose one of {choices}")
+        block = yaml.safe_load(path.read_text(encoding="utf-8"))["config"]
+        return cls.from_dict({**block, **overrides}, source=str(path))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "config") -> "XLNetConfig":
@@ -124,6 +132,9 @@ class XLNetConfig:
                     if close:  # a likely typo silently ignored would change the model
                         raise CxlnetError(f"{source}: unknown key {key!r} (did you mean {close[0]!r}?)")
                 extra[key] = value
+        missing = [name for name in _SIZES if kwargs.get(name) is None]
+        if missing:
+            raise CxlnetError(f"{source}: no {', '.join(missing)} (the architecture needs every size)")
         try:
             return cls(**kwargs, extra=extra)
         except TypeError as err:

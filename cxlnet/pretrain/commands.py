@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from cxlnet.confdir import CONF_DIR
 from cxlnet.errors import CxlnetError, atomic_write_bytes, atomic_write_json, atomic_write_via
 from cxlnet.paths import resolve_data_file
-from cxlnet.runs import chosen_architecture, hydra_job, load_reported, run_dir, show_config
+from cxlnet.runs import chosen_architecture, hydra_job, load_reported, model_settings, run_dir, show_config
 from cxlnet.text import SPIECE_FILE, save_tokenizer, sha256_bytes
 
 log = logging.getLogger(__name__)
@@ -124,20 +124,18 @@ def atomic_checkpoint_io(accelerator: str):
 
 
 def build_model(cfg: DictConfig, vocab_size: int, store_desc: str = "the token store"):
-    """XLNetLMHeadModel for the run: random init (`model.size`) or `model.pretrained` (hfl / cxlnet)."""
+    """XLNetLMHeadModel for the run: random init (`model.config`) or `model.pretrained` (hfl / cxlnet)."""
     from cxlnet.model import XLNetConfig, XLNetLMHeadModel
 
-    overrides = dict(OmegaConf.to_container(cfg.model.config, resolve=True))
-    overrides.update(mem_len=int(cfg.mem_len) or None, reuse_len=int(cfg.data.reuse_len),
-                     bi_data=bool(cfg.data.bi_data), grad_checkpointing=bool(cfg.model.grad_checkpointing))
+    memory = dict(mem_len=int(cfg.mem_len) or None, reuse_len=int(cfg.data.reuse_len), bi_data=bool(cfg.data.bi_data))
+    arch, run_settings = model_settings(cfg.model, vocab_size, **memory)
     if cfg.model.pretrained is None:
-        overrides.setdefault("vocab_size", vocab_size)
-        model = XLNetLMHeadModel(XLNetConfig.named(cfg.model.size, **overrides))
-        source = f"XLNet-{cfg.model.size} config"
+        model = XLNetLMHeadModel(XLNetConfig.from_dict(arch, source="model.config"))
+        source = f"XLNet-{cfg.model.name} config"
     else:
         source = f"model.pretrained={cfg.model.pretrained}"
-        model = load_reported(XLNetLMHeadModel, cfg.model.pretrained,
-                              chosen_architecture(cfg, **{"vocab_size": vocab_size, **overrides}), cfg.model.name, **overrides)
+        model = load_reported(XLNetLMHeadModel, cfg.model.pretrained, chosen_architecture(cfg, vocab_size, **memory),
+                              cfg.model.name, **run_settings)
     if model.config.vocab_size != vocab_size:
         raise CxlnetError(f"{source}: vocab size {model.config.vocab_size} differs from the tokenizer's "
                           f"{vocab_size} ({store_desc})")
@@ -199,6 +197,7 @@ def train(cfg: DictConfig) -> dict:
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
 
+    from cxlnet.batching import BatchRequest
     from cxlnet.pretrain.corpus import TokenStore
     from cxlnet.pretrain.module import PretrainModule
     from cxlnet.training import build_trainer, ensure_unfinished
@@ -239,8 +238,10 @@ def train(cfg: DictConfig) -> dict:
         monitor="step", mode="max", save_last=True, save_on_train_epoch_end=False,
     ))
     plugins = [atomic_checkpoint_io(cfg.hardware.accelerator)]
+    batch = BatchRequest(int(cfg.data.bsz), "data.bsz", model, seq_len=int(cfg.data.seq_len), mem_len=int(cfg.mem_len),
+                         num_predict=int(cfg.data.num_predict), multiple_of=2 if cfg.data.bi_data else 1)
     trainer = build_trainer(
-        cfg, out_dir, group=None, max_steps=int(cfg.train.max_steps), max_epochs=-1,
+        cfg, out_dir, group=None, batch=batch, max_steps=int(cfg.train.max_steps), max_epochs=-1,
         enable_checkpointing=True, callbacks=callbacks, plugins=plugins, num_sanity_val_steps=0,
         limit_val_batches=0, val_check_interval=None,
     )

@@ -221,6 +221,11 @@ class PretrainModule(TrainModule):
             with self.loss_log.open("a", encoding="utf-8") as fh:
                 fh.write(f"{step}\t{loss:.8f}\t{lr:.8e}\n")
 
+    def example_ids(self, batch) -> dict:
+        """A micro-batch is rows of one stream batch: the step of the stream and the row slice."""
+        return {"stream_step": int(batch["step"]), "slice": int(batch["slice"]),
+                "rows": int(batch["input_ids"].shape[0])}
+
     def on_train_batch_end(self, outputs, batch, batch_idx):
         pass  # train/lr is logged once per optimizer step in _finish_step
 
@@ -312,7 +317,7 @@ class PretrainModule(TrainModule):
             return
         if int(state["num_slices"]) != self.num_slices():
             raise CxlnetError(
-                f"the checkpoint was written with {state['num_slices']} row slices (devices x accumulate_grad_batches), "
+                f"the checkpoint was written with {state['num_slices']} row slices (devices x accumulation), "
                 f"this run has {self.num_slices()}: resume with the same layout so every memory meets its rows")
         saved, now = state.get("data"), self.data_identity()
         if saved is not None and saved != now:

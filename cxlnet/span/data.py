@@ -10,7 +10,7 @@ from cxlnet.span.examples import SpanExample, first_questions, parse_squad
 from cxlnet.span.features import FeatureStats, SpanConfig, SpanFeatures, convert_examples
 from cxlnet.training import TaskData
 
-TRAIN_KEYS = ("input_ids", "segment_ids", "input_mask", "p_mask", "start_positions", "end_positions")
+TRAIN_KEYS = ("input_ids", "segment_ids", "input_mask", "p_mask", "start_positions", "end_positions", "feature_index")
 EVAL_KEYS = ("input_ids", "segment_ids", "input_mask", "p_mask", "feature_index")
 
 

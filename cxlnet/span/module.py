@@ -32,9 +32,14 @@ class SpanModule(TrainModule):
                           start_positions=start_positions, end_positions=end_positions)
 
     def training_step(self, batch, batch_idx):
-        loss = self(*batch).loss
+        loss = self(*batch[:6]).loss  # the forward's six inputs; the loader adds feature_index (example_ids)
         self.log("train/loss", loss, prog_bar=True)
         return loss
+
+    def example_ids(self, batch) -> dict:
+        features, examples = self.data.features("train"), self.data.examples("train")
+        rows = [int(i) for i in batch[-1]]
+        return {"feature_index": rows, "example_id": [examples[features.example_index[r]].qid for r in rows]}
 
     def _collect(self, batch) -> None:
         *inputs, feature_index = batch
