@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from cxlnet.errors import CxlnetError, one_line
+from cxlnet.validate import preflight
 
 # name -> (module:function, one-line help). Hydra apps take overrides; the others take argv.
 COMMANDS = {
@@ -30,6 +31,11 @@ COMMANDS = {
     "export": ("cxlnet.pretrain.commands:export_main", "CKPT_OR_RUN_DIR OUT_DIR: checkpoint -> Hugging Face format"),
 }
 HYDRA_APPS = {"finetune", "eval", "predict", "vocab", "data", "train"}
+# Checks of a single run that need the command's own code, run on the composed config before
+# Hydra creates the run directory: (config, run dir) -> None, raising CxlnetError.
+PREFLIGHT = {"train": "cxlnet.pretrain.commands:preflight"}
+# Hydra flags after which nothing runs: no check either.
+_INFO_FLAGS = {"-h", "--help", "-hh", "--hydra-help", "-i", "--info", "-sc", "--shell-completion"}
 ENV_COMMAND = "CXLNET_COMMAND"
 
 
@@ -131,6 +137,12 @@ def main(argv: list[str] | None = None) -> int:
             multirun = any(f in ("-m", "--multirun") for f in flags)
             if multirun and any(f in ("-c", "--cfg", "-i", "--info") for f in flags):
                 raise CxlnetError("-m cannot be combined with --cfg / --info: drop -m to see one job's config")
+            if not _INFO_FLAGS.intersection(flags):
+                config_only = any(f in ("-c", "--cfg") for f in flags)
+                jobs = preflight(command, overrides, multirun, config_only)
+                if command in PREFLIGHT and not (multirun or config_only):
+                    for cfg, run in jobs:
+                        _load(PREFLIGHT[command])(cfg, run)
             subdir = sweep_subdir(overrides) if multirun else None
             argv = flags + overrides + ([subdir] if subdir else [])
             sys.argv = [sys.argv[0], *argv]  # argv[0] stays: DDP workers re-execute it

@@ -78,6 +78,8 @@ def read_inputs(cfg: DictConfig, fields: tuple[str, ...]) -> list[dict]:
                 raise CxlnetError(f"{path}:{lineno}: missing {', '.join(missing)}")
             # ids as strings (predictions are keyed by them); no id: the line number
             items.append({**item, "id": str(lineno if item.get("id") in (None, "") else item["id"])})
+        if not items:
+            raise CxlnetError(f"{path}: no items (the file has no non-blank line)")
         return items
     missing = [f for f in fields if not pcfg.get(f)]
     if missing:

@@ -14,18 +14,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, read_write
 
 from cxlnet.errors import CxlnetError, atomic_write_text, one_line
+from cxlnet.validate import validate
 
 log = logging.getLogger(__name__)
-
-
-def _hydra_subdir(output_dir: str) -> str | None:
-    """`hydra.output_subdir` of the commands that finish with a metrics.json: `.hydra`, but none for
-    a directory whose run already finished, so a refused re-run cannot rewrite its record (Hydra
-    writes `.hydra/` before the job starts; the job itself then refuses to run)."""
-    return None if (Path(output_dir) / "metrics.json").exists() else ".hydra"
-
-
-OmegaConf.register_new_resolver("cxlnet.hydra_subdir", _hydra_subdir, replace=True)
 
 
 class CommandError(CompactHydraException):
@@ -42,6 +33,7 @@ def hydra_job(func):
     @functools.wraps(func)
     def wrapper(cfg: DictConfig):
         try:
+            validate(cfg, None if sweep_dir() is None else str(run_dir()))
             return func(cfg)
         except CxlnetError as err:
             message = one_line(err)
@@ -108,7 +100,9 @@ def single_run_argv_for_workers() -> None:
 
 
 def show_config(cfg: DictConfig, out_dir: Path) -> None:
-    """Print the composed config as a rich tree and save the resolved YAML next to the results."""
+    """Print the composed config as a rich tree and record the run: the resolved YAML next to the
+    results and Hydra's record in `.hydra/`. Called once the command's checks have passed (Hydra's
+    own `output_subdir` is off), so a refused command never rewrites a run's record."""
     from rich import print as rprint
     from rich.syntax import Syntax
     from rich.tree import Tree
@@ -119,6 +113,11 @@ def show_config(cfg: DictConfig, out_dir: Path) -> None:
         tree.add(f"[bold cyan]{key}[/bold cyan]").add(Syntax(text.rstrip(), "yaml"))
     rprint(tree)
     atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    hydra_cfg = HydraConfig.get()
+    record = {"config.yaml": cfg, "hydra.yaml": OmegaConf.create({"hydra": hydra_cfg}),
+              "overrides.yaml": hydra_cfg.overrides.task}
+    for name, node in record.items():
+        atomic_write_text(out_dir / ".hydra" / name, OmegaConf.to_yaml(node))
 
 
 def resolve_pretrained(path_setting: str) -> Path:
@@ -167,6 +166,9 @@ def model_loader(cfg: DictConfig, vocab_size: int):
             model = cls(XLNetConfig.named(cfg.model.size, **overrides), **head_kwargs)
         else:
             model = cls.from_pretrained(resolve_pretrained(cfg.model.pretrained), **overrides, **head_kwargs)
+            check_architecture(cfg.model, model.config)
+            if cfg.command in ("eval", "predict"):
+                check_task_head(cfg, model)
         if model.config.vocab_size != vocab_size:
             raise CxlnetError(
                 f"model vocab size {model.config.vocab_size} differs from the tokenizer's {vocab_size} "
@@ -175,3 +177,46 @@ def model_loader(cfg: DictConfig, vocab_size: int):
         return model
 
     return load
+
+
+ARCHITECTURE_FIELDS = ("n_layer", "d_model", "n_head", "d_head", "d_inner")
+
+
+def _describe(config) -> str:
+    return ", ".join(f"{k} {getattr(config, k)}" for k in ARCHITECTURE_FIELDS)
+
+
+def check_architecture(model_cfg: DictConfig, loaded) -> None:
+    """Refuse weights whose architecture is not the chosen `model=` size: the run would train one
+    model and label its results with another's name."""
+    from cxlnet.confdir import conf_dir
+    from cxlnet.model import XLNetConfig
+
+    def same(model_yaml: DictConfig) -> bool:
+        named = XLNetConfig.named(model_yaml.size, **OmegaConf.to_container(model_yaml.config, resolve=True))
+        return all(getattr(named, k) == getattr(loaded, k) for k in ARCHITECTURE_FIELDS)
+
+    if same(model_cfg):
+        return
+    expected = XLNetConfig.named(model_cfg.size, **OmegaConf.to_container(model_cfg.config, resolve=True))
+    fits = []
+    for option in sorted((conf_dir() / "model").glob("*.yaml")):
+        try:
+            if same(OmegaConf.load(option)):
+                fits.append(option.stem)
+        except Exception:  # noqa: BLE001 - an option that does not describe a size is no hint
+            continue
+    hint = f"choose model={fits[0]}" if fits else "choose the model= size of these weights"
+    raise CxlnetError(f"model.pretrained={model_cfg.pretrained}: {_describe(loaded)}, but model={model_cfg.name} is "
+                      f"{_describe(expected)}; {hint}")
+
+
+def check_task_head(cfg: DictConfig, model) -> None:
+    """`eval` and `predict` score the fine-tuned head: weights without it (a pre-trained model, or
+    one fine-tuned for a task of another kind) would score a randomly initialised head."""
+    missing = getattr(model, "random_init_heads", ())
+    if missing:
+        raise CxlnetError(
+            f"model.pretrained={cfg.model.pretrained}: no {'/'.join(missing)} weights for a {cfg.task.kind} task "
+            f"(task={cfg.task.name}); it is not a model fine-tuned for this task (give a `cxlnet finetune "
+            f"task={cfg.task.name}` run)")

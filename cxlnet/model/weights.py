@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from cxlnet.errors import CxlnetError, atomic_write_bytes, atomic_write_json
+from cxlnet.errors import CxlnetError, atomic_write_bytes, atomic_write_json, load_tensors
 from cxlnet.model.config import XLNetConfig
 
 log = logging.getLogger(__name__)
@@ -127,6 +127,7 @@ def load_hf_state_dict(model, hf: dict[str, Tensor], source: str) -> None:
     own = model.state_dict()
     head_keys = [k for k in own if not k.startswith("transformer.")] if not is_core else []
     groups = sorted({k.split(".")[0] for k in head_keys})
+    model.random_init_heads = missing_head_groups(groups, head_keys, rest)
     for group in groups:
         keys = [k for k in head_keys if k.split(".")[0] == group]
         present = [k for k in keys if k in rest]
@@ -152,6 +153,12 @@ def load_hf_state_dict(model, hf: dict[str, Tensor], source: str) -> None:
     model.load_state_dict(new_sd, strict=True)
 
 
+def missing_head_groups(groups: list[str], head_keys: list[str], weights: dict[str, Tensor]) -> tuple[str, ...]:
+    """The head parameter groups (`logits_proj`, `start_logits`, ...) of which the weights hold
+    nothing: those start from random initialisation (fine when fine-tuning, wrong when scoring)."""
+    return tuple(g for g in groups if not any(k in weights for k in head_keys if k.split(".")[0] == g))
+
+
 # ---------------------------------------------------------------------------- files
 def _read_hf_weights(directory: Path) -> dict[str, Tensor]:
     st, pt = directory / "model.safetensors", directory / "pytorch_model.bin"
@@ -163,10 +170,7 @@ def _read_hf_weights(directory: Path) -> dict[str, Tensor]:
         except Exception as err:  # noqa: BLE001 - corrupt file: one line
             raise CxlnetError(f"{st}: cannot read safetensors file: {err}") from None
     if pt.is_file():
-        try:
-            sd = torch.load(pt, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001
-            raise CxlnetError(f"{pt}: cannot read PyTorch weights (weights_only): {err}") from None
+        sd = load_tensors(pt, "PyTorch weights file")
         if not isinstance(sd, dict):
             raise CxlnetError(f"{pt}: expected a state dict, got {type(sd).__name__}")
         return sd

@@ -17,20 +17,17 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
-import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import hydra
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from cxlnet.confdir import CONF_DIR
-from cxlnet.errors import CxlnetError, atomic_write_json, atomic_write_via
+from cxlnet.errors import CxlnetError, atomic_dir, atomic_write_json, atomic_write_via, load_tensors
 from cxlnet.paths import resolve_data_file
-from cxlnet.runs import hydra_job, resolve_pretrained, run_dir, show_config
+from cxlnet.runs import check_architecture, hydra_job, resolve_pretrained, run_dir, show_config
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +122,7 @@ def build_model(cfg: DictConfig, vocab_size: int, store_desc: str = "the token s
     else:
         source = f"model.pretrained={cfg.model.pretrained}"
         model = XLNetLMHeadModel.from_pretrained(resolve_pretrained(cfg.model.pretrained), **overrides)
+        check_architecture(cfg.model, model.config)
     if model.config.vocab_size != vocab_size:
         raise CxlnetError(f"{source}: vocab size {model.config.vocab_size} differs from the tokenizer's "
                           f"{vocab_size} ({store_desc})")
@@ -148,6 +146,47 @@ def _resume_path(cfg: DictConfig, out_dir: Path) -> Path | None:
     return path
 
 
+def _num_slices(cfg: DictConfig) -> int | None:
+    """Row slices of a stream batch (processes x accumulation), when the config fixes them."""
+    devices = cfg.hardware.devices
+    if isinstance(devices, int):
+        world = devices
+    elif OmegaConf.is_list(devices):
+        world = len(devices)
+    elif cfg.hardware.accelerator == "cpu":
+        world = 1
+    else:
+        return None  # `auto` on an accelerator: the restore checks it once the trainer knows
+    return world * int(cfg.hardware.get("num_nodes", 1)) * int(cfg.trainer.accumulate_grad_batches)
+
+
+def resume_state(cfg: DictConfig, out_dir: Path, store_path: Path) -> tuple[Path | None, dict | None]:
+    """The checkpoint this run resumes from and its contents, checked against the run's data and
+    row layout before anything is written: a truncated, foreign or code-executing file and a
+    resume on other data are one line each."""
+    from cxlnet.errors import load_tensors
+    from cxlnet.pretrain.module import STATE_KEY, check_resume, data_identity
+
+    ckpt = _resume_path(cfg, out_dir)
+    if ckpt is None:
+        return None, None
+    state = load_tensors(ckpt, "checkpoint", mmap=True)
+    info = state.get(STATE_KEY) if isinstance(state, dict) else None
+    if not isinstance(info, dict) or "global_step" not in state:
+        raise CxlnetError(f"{ckpt}: not a `cxlnet train` checkpoint (no {STATE_KEY} state)")
+    slices = _num_slices(cfg)
+    data_cfg = OmegaConf.merge(cfg.data, {"store": str(store_path)})
+    identity = data_identity(data_cfg, slices or int(info["num_slices"]), int(cfg.seed))
+    check_resume(info, slices or int(info["num_slices"]), identity)
+    return ckpt, state
+
+
+def preflight(cfg: DictConfig, run: str | None) -> None:
+    """`cxlnet train`'s checks before Hydra creates or touches the run directory."""
+    if run is not None:
+        resume_state(cfg, Path(run), resolve_data_file(cfg.paths.data_dir, cfg.data.store))
+
+
 def train(cfg: DictConfig) -> dict:
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
@@ -163,15 +202,19 @@ def train(cfg: DictConfig) -> dict:
     store = TokenStore(store_path)
     vocab_size = int(store.manifest["vocab_size"])
     tok_path = store.manifest.get("tokenizer", {}).get("path", "?")
-    show_config(cfg, out_dir)
-    ckpt = _resume_path(cfg, out_dir)
+    ckpt, state = resume_state(cfg, out_dir, store_path)
+    start_step = int(state["global_step"]) if state else 0
     pl.seed_everything(int(cfg.seed), workers=True)
     model = build_model(cfg, vocab_size, f"{tok_path}, store {store_path}")
+    show_config(cfg, out_dir)  # every refusal above leaves the run's record as it was
     if cfg.model.compile:
         model.compile()
     data_cfg = OmegaConf.merge(cfg.data, {"store": str(store_path)})
+    # train.stop_after counts the steps of this invocation: the same command continues as far again
+    stop_at = None if cfg.train.stop_after is None else min(start_step + int(cfg.train.stop_after),
+                                                             int(cfg.train.max_steps))
     module = PretrainModule(model, cfg.optimizer, data_cfg, seed=int(cfg.seed), loss_log=out_dir / LOSS_LOG,
-                            stop_after=cfg.train.stop_after)
+                            stop_after=stop_at)
 
     callbacks = [RichProgressBar(leave=True)] if cfg.trainer.enable_progress_bar else []
     if cfg.logger.kind != "none":
@@ -185,7 +228,7 @@ def train(cfg: DictConfig) -> dict:
     trainer = build_trainer(
         cfg, out_dir, group=None, max_steps=int(cfg.train.max_steps), max_epochs=-1,
         enable_checkpointing=True, callbacks=callbacks, plugins=plugins, num_sanity_val_steps=0,
-        limit_val_batches=0, val_check_interval=None,
+        limit_val_batches=0, val_check_interval=None, csv_resume_step=start_step if ckpt else None,
     )
     if ckpt is not None:
         log.info("resuming from %s", ckpt)
@@ -194,8 +237,8 @@ def train(cfg: DictConfig) -> dict:
         raise CxlnetError(f"training interrupted at step {trainer.global_step}; run the same command to resume")
     trainer.save_checkpoint(out_dir / "checkpoints" / "last.ckpt")
     if trainer.global_step < int(cfg.train.max_steps):
-        log.info("stopped at step %d of %d (train.stop_after); run the same command to continue",
-                 trainer.global_step, int(cfg.train.max_steps))
+        log.info("stopped at step %d of %d (train.stop_after=%d); run the same command to train %d more steps",
+                 trainer.global_step, int(cfg.train.max_steps), int(cfg.train.stop_after), int(cfg.train.stop_after))
         return {}
     metrics = {}
     if trainer.is_global_zero:
@@ -258,16 +301,20 @@ def find_checkpoint(path_setting: str | Path) -> Path:
     return path
 
 
-def export_checkpoint(ckpt: str | Path, out_dir: str | Path) -> Path:
-    """A `cxlnet train` checkpoint (or run dir) -> Hugging Face `config.json` + `model.safetensors`."""
+def export_checkpoint(ckpt: str | Path, out_dir: str | Path, overwrite: bool = False) -> Path:
+    """A `cxlnet train` checkpoint (or run dir) -> Hugging Face `config.json` + `model.safetensors`,
+    built beside `out_dir` and renamed into place; an existing `out_dir` needs `overwrite`."""
+    with atomic_dir(out_dir, overwrite) as tmp:
+        _export_checkpoint(ckpt, tmp)
+    return Path(out_dir)
+
+
+def _export_checkpoint(ckpt: str | Path, out_dir: Path) -> Path:
     from cxlnet.model import XLNetConfig, XLNetLMHeadModel
     from cxlnet.pretrain.module import STATE_KEY
 
     ckpt = find_checkpoint(ckpt)
-    try:
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is a user error here
-        raise CxlnetError(f"{ckpt}: not a readable checkpoint ({str(err).splitlines()[0][:200]})") from None
+    state = load_tensors(ckpt, "checkpoint")
     info = state.get(STATE_KEY) if isinstance(state, dict) else None
     if info is None or "state_dict" not in state:
         raise CxlnetError(f"{ckpt}: not a `cxlnet train` checkpoint (no {STATE_KEY} state)")
@@ -309,16 +356,7 @@ def exported_checkpoint(ckpt: str | Path) -> Path:
     target = cache_dir() / "exported" / f"{ckpt.parent.parent.name}-{ckpt.stem}-{key}"
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        export_checkpoint(ckpt, tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    export_checkpoint(ckpt, target, overwrite=True)  # an incomplete earlier export is replaced
     log.info("exported %s -> %s", ckpt, target)
     return target
 
@@ -330,8 +368,9 @@ def export_main(argv: list[str]) -> int:
                     "Hugging Face format (config.json + model.safetensors, loadable by "
                     "transformers.XLNetLMHeadModel).")
     parser.add_argument("checkpoint", help="a .ckpt file or a `cxlnet train` run directory")
-    parser.add_argument("out_dir", help="output directory")
+    parser.add_argument("out_dir", help="output directory (refused if it exists and is not empty)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR (as a whole)")
     args = parser.parse_args(argv)
-    out = export_checkpoint(args.checkpoint, args.out_dir)
+    out = export_checkpoint(args.checkpoint, args.out_dir, overwrite=args.overwrite)
     print(out)
     return 0
