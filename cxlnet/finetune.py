@@ -47,9 +47,9 @@ def finetune(cfg: DictConfig) -> dict[str, float]:
     started = time.time()
     out_dir = run_dir()
     ensure_unfinished(out_dir)
-    show_config(cfg, out_dir)
     pl.seed_everything(cfg.seed, workers=True)
     _, module, data = build_task(cfg, out_dir)
+    show_config(cfg, out_dir)  # once the model and data are accepted: a refusal leaves no record
     if cfg.model.compile:
         module.model = module.model.compile() or module.model
     trainer = build_trainer(

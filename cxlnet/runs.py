@@ -32,6 +32,9 @@ def hydra_job(func):
 
     @functools.wraps(func)
     def wrapper(cfg: DictConfig):
+        global _recorded
+        _recorded = False
+        before = _log_sizes(run_dir()) if cfg.command != "predict" else None
         try:
             validate(cfg, None if sweep_dir() is None else str(run_dir()))
             return func(cfg)
@@ -40,12 +43,45 @@ def hydra_job(func):
             if sweep_dir() is not None:
                 log.error("%s", message)
                 raise CommandError(message) from None
+            if before is not None and not _recorded:
+                _undo_refused(run_dir(), before)
             print(f"cxlnet {cfg.command}: error: {message}", file=sys.stderr)
             raise SystemExit(2) from None
         finally:
             _end_distributed()
 
     return wrapper
+
+
+# Whether this job has written its run record (`show_config`): a CxlnetError before that is a
+# refusal, which leaves the run directory as it found it.
+_recorded = False
+
+
+def _log_sizes(out_dir: Path) -> dict[str, int] | None:
+    """Sizes of the job logs Hydra opened in `out_dir`; None if the directory holds anything else
+    (then it is not removed on a refusal, only its logs are cut back)."""
+    if not out_dir.is_dir():
+        return {}
+    return {p.name: p.stat().st_size for p in out_dir.iterdir() if p.is_file() and p.suffix == ".log"}
+
+
+def _undo_refused(out_dir: Path, before: dict[str, int]) -> None:
+    """Cut Hydra's job logs back to their size before the refused job, and remove the run
+    directory when Hydra created it for this job alone (it then holds nothing else)."""
+    for handler in logging.getLogger().handlers[:]:  # Hydra's file handler: flushed and closed first
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == out_dir.resolve():
+            handler.close()
+            logging.getLogger().removeHandler(handler)
+    for name, size in before.items():
+        path = out_dir / name
+        if path.is_file() and path.stat().st_size > size:
+            with path.open("r+b") as fh:
+                fh.truncate(size)
+    if all(size == 0 for size in before.values()) and {p.name for p in out_dir.iterdir()} <= set(before):
+        for name in before:
+            (out_dir / name).unlink(missing_ok=True)
+        out_dir.rmdir()
 
 
 # Lightning's DDP launcher sets these in the launching process (and a cluster sets them for every
@@ -112,6 +148,8 @@ def show_config(cfg: DictConfig, out_dir: Path) -> None:
         text = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
         tree.add(f"[bold cyan]{key}[/bold cyan]").add(Syntax(text.rstrip(), "yaml"))
     rprint(tree)
+    global _recorded
+    _recorded = True
     atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     hydra_cfg = HydraConfig.get()
     record = {"config.yaml": cfg, "hydra.yaml": OmegaConf.create({"hydra": hydra_cfg}),
@@ -167,7 +205,7 @@ def model_loader(cfg: DictConfig, vocab_size: int):
         else:
             model = cls.from_pretrained(resolve_pretrained(cfg.model.pretrained), **overrides, **head_kwargs)
             check_architecture(cfg.model, model.config)
-            if cfg.command in ("eval", "predict"):
+            if cfg.get("command") in ("eval", "predict"):
                 check_task_head(cfg, model)
         if model.config.vocab_size != vocab_size:
             raise CxlnetError(

@@ -171,6 +171,20 @@ def _need(ok: bool, message: str) -> None:
         raise CxlnetError(message)
 
 
+# command -> keys it cannot run without, and what to give
+REQUIRED = {
+    "eval": {"model.pretrained": "<fine-tuned run dir or weights dir>"},
+    "predict": {"model.pretrained": "<fine-tuned run dir or weights dir>"},
+}
+
+
+def check_required(cfg: DictConfig) -> None:
+    command = cfg.get("command")
+    for key, what in REQUIRED.get(command, {}).items():
+        if _select(cfg, key)[1] is None:
+            raise CxlnetError(f"cxlnet {command} needs {key}={what}")
+
+
 def check_layout(cfg: DictConfig) -> None:
     """Rules between keys: a sequence must hold its special tokens and at least one real token."""
     task = cfg.get("task")
@@ -249,6 +263,7 @@ def check_paths(cfg: DictConfig, run_dir: str | None) -> None:
 def validate(cfg: DictConfig, run_dir: str | None = None) -> None:
     """All checks of a composed config; `run_dir` is the resolved `hydra.run.dir` when known."""
     check_values(cfg)
+    check_required(cfg)
     check_layout(cfg)
     check_paths(cfg, run_dir)
 
@@ -313,6 +328,7 @@ def preflight(command: str, overrides: list[str], multirun: bool,
         check_layout(cfg)
         if config_only or multirun:
             continue
+        check_required(cfg)
         check_paths(cfg, run)
         if command in FINISHING_COMMANDS and run is not None:
             ensure_unfinished(run)
