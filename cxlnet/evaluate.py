@@ -32,6 +32,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     out_dir = run_dir()
     ensure_unfinished(out_dir)
     _, module, data = build_task(cfg, out_dir, train=False)
+    data.setup("validate")  # read every data file now (Lightning's setup then finds them read)
     show_config(cfg, out_dir)  # once the model and data are accepted: a refusal leaves no record
     trainer = build_trainer(cfg, out_dir, group=None, logger=False)
     metrics: dict[str, float] = {}

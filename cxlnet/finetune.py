@@ -49,6 +49,7 @@ def finetune(cfg: DictConfig) -> dict[str, float]:
     ensure_unfinished(out_dir)
     pl.seed_everything(cfg.seed, workers=True)
     _, module, data = build_task(cfg, out_dir)
+    data.setup("fit")  # read every data file now (Lightning's setup then finds them read)
     show_config(cfg, out_dir)  # once the model and data are accepted: a refusal leaves no record
     if cfg.model.compile:
         module.model = module.model.compile() or module.model

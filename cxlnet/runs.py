@@ -136,9 +136,9 @@ def single_run_argv_for_workers() -> None:
 
 
 def show_config(cfg: DictConfig, out_dir: Path) -> None:
-    """Print the composed config as a rich tree and record the run: the resolved YAML next to the
-    results and Hydra's record in `.hydra/`. Called once the command's checks have passed (Hydra's
-    own `output_subdir` is off), so a refused command never rewrites a run's record."""
+    """Print the composed config as a rich tree and record the run (`record_run`). Called once the
+    command's checks have passed (Hydra's own `output_subdir` is off), so a refused command never
+    rewrites a run's record."""
     from rich import print as rprint
     from rich.syntax import Syntax
     from rich.tree import Tree
@@ -148,6 +148,11 @@ def show_config(cfg: DictConfig, out_dir: Path) -> None:
         text = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
         tree.add(f"[bold cyan]{key}[/bold cyan]").add(Syntax(text.rstrip(), "yaml"))
     rprint(tree)
+    record_run(cfg, out_dir)
+
+
+def record_run(cfg: DictConfig, out_dir: Path) -> None:
+    """The run's record: the resolved config as `config.yaml` and Hydra's record in `.hydra/`."""
     global _recorded
     _recorded = True
     atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))

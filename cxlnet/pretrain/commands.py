@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from cxlnet.confdir import CONF_DIR
 from cxlnet.errors import CxlnetError, atomic_dir, atomic_write_json, atomic_write_via, load_tensors
 from cxlnet.paths import resolve_data_file
-from cxlnet.runs import check_architecture, hydra_job, resolve_pretrained, run_dir, show_config
+from cxlnet.runs import check_architecture, hydra_job, record_run, resolve_pretrained, run_dir, show_config
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ def vocab(cfg: DictConfig) -> Path:
 
     v = cfg.vocab
     inputs = [resolve_data_file(cfg.paths.data_dir, p) for p in v.inputs]
+    record_run(cfg, run_dir())
     output = Path(str(v.output)).expanduser()
     output.parent.mkdir(parents=True, exist_ok=True)
     model = train_vocab(
@@ -67,6 +68,7 @@ def data(cfg: DictConfig) -> dict:
     d = cfg.data
     corpus = [resolve_data_file(cfg.paths.data_dir, p) for p in d.corpus]
     tokenizer = Tokenizer(resolve_data_file(cfg.paths.data_dir, d.spiece_model), lower=bool(d.lower))
+    record_run(cfg, run_dir())
     out_dir = Path(str(d.out_dir)).expanduser()
     manifest = build_store(corpus, tokenizer, out_dir, num_shards=int(d.num_shards))
     c = manifest["counts"]
