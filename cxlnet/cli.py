@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -108,13 +109,25 @@ def split_hydra_args(argv: list[str]) -> tuple[list[str], list[str]]:
 # Free text on the command line (questions, passages, reviews) is quoted for Hydra's override
 # grammar, which rejects unquoted full-width punctuation such as `？` and `，`.
 FREE_TEXT_KEYS = ("predict.question=", "predict.context=", "predict.text=")
+# Paths are quoted when Hydra's grammar would reject them unquoted: a `=` (a sweep's `seed=3`
+# directory) or a `~` (home, which the shell does not expand after `key=`; expanded here).
+PATH_KEY = re.compile(r"^(hydra\.(run|sweep)\.dir|[\w.]*(_dir|_file|\.pretrained|\.ckpt_path|\.store|\.input|\.output|"
+                      r"\.spiece_model))$")
 
 
-def quote_free_text(arg: str) -> str:
+def _quoted(key: str, value: str) -> str:
+    return f"{key}='" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def quote_override(arg: str) -> str:
     key, eq, value = arg.partition("=")
-    if not arg.startswith(FREE_TEXT_KEYS) or value[:1] in ("'", '"'):
+    if not eq or value[:1] in ("'", '"'):
         return arg
-    return f"{key}{eq}'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if arg.startswith(FREE_TEXT_KEYS):
+        return _quoted(key, value)
+    if PATH_KEY.match(key) and ("=" in value or value.startswith("~")) and not any(c in value for c in ",[]${}"):
+        return _quoted(key, os.path.expanduser(value))
+    return arg
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         if command in HYDRA_APPS:
             os.environ[ENV_COMMAND] = command
             flags, overrides = split_hydra_args(argv)
-            overrides = [quote_free_text(a) for a in overrides]
+            overrides = [quote_override(a) for a in overrides]
             multirun = any(f in ("-m", "--multirun") for f in flags)
             if multirun and any(f in ("-c", "--cfg", "-i", "--info") for f in flags):
                 raise CxlnetError("-m cannot be combined with --cfg / --info: drop -m to see one job's config")
