@@ -1,0 +1,111 @@
+"""Every command the README prints works as printed: each `cxlnet ...`, `make ...` and
+`python -m cxlnet...` line of its code blocks and inline code with arguments (inline, a bare
+`cxlnet data` names the command) is split as the shell would split it
+and dry-run: a Hydra command is composed with its overrides (every job of a `-m` sweep) and its
+values checked, an argparse command has its arguments parsed, a make target is run with `make -n`
+(`make help` for real). Nothing trains, downloads or writes.
+
+A command that cannot be dry-run goes into SKIP with the reason; anything else a new README line
+adds is checked automatically.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from cxlnet import cli
+from cxlnet.validate import _expand_sweeps, check_layout, check_values, compose_job
+
+REPO = Path(__file__).resolve().parents[1]
+README = REPO / "README.md"
+
+# command as printed -> why it is not dry-run
+SKIP = {
+    "cxlnet <command> [hydra overrides] [-m]": "the synopsis, not a command",
+    "cxlnet <command>: error: ...": "the shape of an error line, not a command",
+}
+STARTS = ("cxlnet ", "make ", "python -m cxlnet")
+
+
+def readme_commands(text: str) -> list[str]:
+    """Command lines of the fenced code blocks and the inline code spans, in order."""
+    commands = []
+    for block in re.findall(r"```[a-z]*\n(.*?)```", text, flags=re.S):
+        for line in block.splitlines():
+            line = re.sub(r"\s+#\s.*$", "", line.strip())  # the shell ignores a trailing comment
+            if line.startswith(STARTS):
+                commands.append(line)
+    prose = re.sub(r"```.*?```", "", text, flags=re.S)
+    # inline, `cxlnet data` names a command; a span with arguments is one to type
+    commands += [span.strip() for span in re.findall(r"`([^`\n]+)`", prose)
+                 if span.strip().startswith(STARTS) and len(span.split()) > 2]
+    return list(dict.fromkeys(commands))
+
+
+COMMANDS = readme_commands(README.read_text(encoding="utf-8"))
+
+
+def shell_words(line: str) -> list[str]:
+    """The words the shell passes to the program: comments dropped, quotes removed, $VARS expanded."""
+    return [os.path.expandvars(w) for w in shlex.split(line, comments=True)]
+
+
+class Parsed(Exception):
+    """Raised instead of running an argparse command once its arguments parsed."""
+
+
+def dry_run(words: list[str], monkeypatch) -> None:
+    if words[0] == "make":
+        make = shutil.which("make")
+        assert make, "make is needed to check the README's make commands"
+        proc = subprocess.run([make, "-n" if words[1:2] != ["help"] else "-s", *words[1:]], cwd=REPO,
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert "$(" not in proc.stdout, proc.stdout
+        return
+    if words[:2] == ["python", "-m"]:
+        assert importlib.util.find_spec(words[2]) is not None, f"no module {words[2]}"
+        return
+    if words[1] in ("-h", "--help"):
+        assert cli.main(words[1:]) == 0
+        return
+    command, argv = words[1], words[2:]
+    assert command in cli.COMMANDS, f"unknown command {command!r}"
+    if command in cli.HYDRA_APPS:
+        flags, overrides = cli.split_hydra_args(argv)
+        overrides = [cli.quote_override(a) for a in overrides]
+        multirun = any(f in ("-m", "--multirun") for f in flags)
+        for job in _expand_sweeps(overrides) if multirun else [overrides]:
+            cfg, _ = compose_job(command, job)
+            check_values(cfg)
+            check_layout(cfg)
+        return
+
+    def parse_only(self, args=None, namespace=None):
+        raise Parsed(original(self, args, namespace))
+
+    original = argparse.ArgumentParser.parse_args
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_only)
+    with pytest.raises(Parsed):
+        cli.main([command, *argv])
+
+
+def test_the_readme_has_commands():
+    assert len(COMMANDS) >= 20
+    assert not set(SKIP) - set(COMMANDS), "a SKIP entry no longer in the README"
+
+
+@pytest.mark.parametrize("line", COMMANDS)
+def test_readme_command_works_as_printed(line, monkeypatch):
+    if line in SKIP:
+        pytest.skip(SKIP[line])
+    monkeypatch.setenv("SWEEP_DIR", "runs/cmrc2018/mid/sweep_2026-01-01_00-00-00")
+    dry_run(shell_words(line), monkeypatch)
