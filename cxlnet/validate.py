@@ -138,6 +138,7 @@ RULES: dict[str, Rule] = {
     "vocab.seed": NULL | SEED,
     "vocab.shuffle": BOOL,
     "vocab.lower": BOOL,
+    "vocab.overwrite": BOOL,
 }
 
 
@@ -253,6 +254,9 @@ def check_paths(cfg: DictConfig, run_dir: str | None) -> None:
         if key == "vocab.output":  # SentencePiece writes <output>.model and <output>.vocab
             for suffix in (".model", ".vocab"):
                 writable_file(f"{value}{suffix}", key)
+            if Path(f"{value}.model").expanduser().is_file() and not cfg.vocab.get("overwrite"):
+                raise CxlnetError(f"vocab.output={value}: {value}.model exists (token stores may be built with it); "
+                                  f"vocab.overwrite=true replaces it")
         elif cfg.get("command") != "train":  # `train`'s data.* is the store it reads
             check(value, key)
     present, value = _select(cfg, "predict.input")

@@ -4,6 +4,7 @@ counted as passed. Everything else uses the sample shipped inside the package.""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -31,3 +32,27 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def full_data_dir() -> Path:
     return FULL_DATA_DIR
+
+
+def run_cli_inproc(capsys, argv: list[str]) -> tuple[int, str, str]:
+    """Run `cxlnet ARGV...` in this process (no interpreter start-up): (exit code, stdout, stderr).
+    Hydra's job log goes to stdout, the error line to stderr."""
+    from cxlnet import cli
+
+    capsys.readouterr()
+    argv0 = sys.argv[:]
+    try:
+        rc = cli.main(list(argv))
+    except SystemExit as exit_:
+        rc = exit_.code
+    finally:
+        sys.argv = argv0
+        os.environ.pop(cli.ENV_COMMAND, None)
+    captured = capsys.readouterr()
+    return (0 if rc is None else rc), captured.out, captured.err
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """`run_cli(*argv)`: `run_cli_inproc` with this test's captured output."""
+    return lambda *argv: run_cli_inproc(capsys, list(argv))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -181,6 +180,9 @@ CASES = [
          "vocab.character_coverage=2"),
     case("vocab-output-is-dir", ["vocab", "hydra.run.dir={c}/run"], ["vocab.output={c}/sp"],
          "vocab.output={c}/sp.model: a directory", files={"sp.model/": ""}),
+    case("vocab-exists", ["vocab", "hydra.run.dir={c}/run"], ["vocab.output={c}/sp"],
+         "sp.model exists (token stores may be built with it); vocab.overwrite=true replaces it",
+         files={"sp.model": "an earlier vocabulary", "sp.vocab": "its pieces"}),
     case("vocab-input-missing", ["vocab", "hydra.run.dir={c}/run", "vocab.output={c}/sp"],
          ["vocab.inputs=[{c}/missing.txt]"], "missing.txt"),
     case("data-shards-zero", ["data", "hydra.run.dir={c}/run"], ["data.num_shards=0"], "data.num_shards=0"),
@@ -232,27 +234,13 @@ def snapshot(root: Path) -> dict[str, tuple[int, int]]:
     return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))}
 
 
-def run_cli(capsys, argv: list[str]) -> tuple[int, str, str]:
-    capsys.readouterr()
-    argv0 = sys.argv[:]
-    try:
-        rc = cli.main(argv)
-    except SystemExit as exit_:
-        rc = exit_.code
-    finally:
-        sys.argv = argv0
-        os.environ.pop(cli.ENV_COMMAND, None)
-    captured = capsys.readouterr()
-    return rc, captured.out, captured.err
-
-
 def test_the_corpus_is_large_enough():
     assert len(CASES) >= 60 and len({c.id for c in CASES}) == len(CASES)
     assert {c.argv[0] for c in CASES} == set(cli.COMMANDS)  # every command
 
 
 @pytest.mark.parametrize("bad", [pytest.param(c, id=c.id, marks=[pytest.mark.slow] if c.slow else []) for c in CASES])
-def test_bad_input_is_one_line_and_leaves_no_trace(bad: Case, world, tmp_path, capsys, monkeypatch):
+def test_bad_input_is_one_line_and_leaves_no_trace(bad: Case, world, tmp_path, run_cli, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for name in ("CXLNET_DATA_DIR", "HYDRA_FULL_ERROR"):
         monkeypatch.delenv(name, raising=False)
@@ -268,12 +256,51 @@ def test_bad_input_is_one_line_and_leaves_no_trace(bad: Case, world, tmp_path, c
     argv = [a.format(**fmt) for a in bad.argv]
     before = snapshot(tmp_path)
 
-    rc, out, err = run_cli(capsys, argv)
+    rc, out, err = run_cli(*argv)
 
-    assert rc not in (0, None), (out, err)
+    assert rc != 0, (out, err)
     assert "Traceback" not in out + err and "weights_only" not in out + err, err
     command = argv[0]
     errors = [ln for ln in err.splitlines() if ln.startswith(f"cxlnet {command}: error: ")]
     assert len(errors) == 1, err
     assert bad.expected.format(**fmt) in errors[0], errors[0]
     assert snapshot(tmp_path) == before, "the refused command changed the directory"
+
+
+def test_impossible_cmrc_answers_are_named_with_file_and_question_id(caplog):
+    from cxlnet.span.examples import parse_squad
+
+    qas = [{"id": "Q-NEG", "question": "q", "answers": [{"text": "乙", "answer_start": -5}]},
+           {"id": "Q-PAST", "question": "q", "answers": [{"text": "乙", "answer_start": 400}]},
+           {"id": "Q-EMPTY", "question": "q", "answers": [{"text": " ", "answer_start": 0}]},
+           {"id": "Q-FREE", "question": "q", "answers": [{"text": "39764.0", "answer_start": -1}]},
+           {"id": "Q-OK", "question": "q", "answers": [{"text": "乙", "answer_start": 1}]}]
+    with caplog.at_level("WARNING"):
+        examples, stats = parse_squad({"data": [{"paragraphs": [{"context": "甲乙丙", "qas": qas}]}]},
+                                      source="cmrc2018/dev.json")
+    assert stats.impossible == 3 and stats.start_minus_one == 1 and len(examples) == 5
+    warning = [r.getMessage() for r in caplog.records if "impossible" in r.getMessage()]
+    assert len(warning) == 1 and warning[0].startswith("cmrc2018/dev.json: 3 answers with an impossible offset")
+    for qid in ("Q-NEG answer 0 (answer_start -5", "Q-PAST answer 0 (answer_start 400", "Q-EMPTY"):
+        assert qid in warning[0]
+    assert "Q-FREE" not in warning[0] and "Q-OK" not in warning[0]
+    assert [e.trainable for e in examples] == [False, False, False, False, True]
+
+
+def test_download_list_shows_each_files_hash():
+    import io
+
+    from rich.console import Console
+
+    from cxlnet.download import REGISTRY, main
+
+    console = Console(file=io.StringIO(), width=200)
+    assert main(["--list"], console=console) == 0
+    out = console.file.getvalue()
+    entries = [e for ds in REGISTRY for f in ds.files for e in (f.members or (f,))]
+    for e in entries:
+        shown = f"sha256 {e.sha256[:12]}" if e.sha256 else f"git blob {e.git_blob[:12]}" if e.git_blob else None
+        if shown:
+            assert shown in out, shown
+    unpublished = sum(not (e.sha256 or e.git_blob) for e in entries)
+    assert out.count("no published hash") == unpublished + (1 if unpublished else 0)

@@ -3,31 +3,14 @@ never modifies a finished result or a run's record in place (`cxlnet train`, `cx
 from __future__ import annotations
 
 import csv
-import os
-import sys
 from pathlib import Path
 
 import pytest
 
-from cxlnet import cli
 from cxlnet.paths import sample_dir
 
 HFL_SPIECE = sample_dir() / "pretrained" / "hfl-chinese-xlnet-base" / "spiece.model"
 CORPUS = sample_dir() / "corpus" / "zh-hans.txt"
-
-
-def run_cli(capsys, *argv: str) -> tuple[int, str]:
-    capsys.readouterr()
-    argv0 = sys.argv[:]
-    try:
-        rc = cli.main(list(argv))
-    except SystemExit as exit_:
-        rc = exit_.code
-    finally:
-        sys.argv = argv0
-        os.environ.pop(cli.ENV_COMMAND, None)
-    captured = capsys.readouterr()
-    return rc or 0, captured.out + captured.err
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +23,11 @@ def store(tmp_path_factory) -> Path:
     corpus.write_text("".join(CORPUS.read_text(encoding="utf-8").splitlines(keepends=True)[:300]), encoding="utf-8")
     build_store([corpus], Tokenizer(HFL_SPIECE), root / "store", num_shards=1)
     return root / "store"
+
+
+def call(run_cli, *argv: str) -> tuple[int, str]:
+    rc, out, err = run_cli(*argv)
+    return rc, out + err
 
 
 def train_args(store: Path, run: Path, *extra: str) -> list[str]:
@@ -60,46 +48,46 @@ def record(run: Path) -> dict[str, bytes]:
     return {str(p.relative_to(run)): p.read_bytes() for p in files}
 
 
-def test_stop_after_continues_with_the_same_command_and_csv_keeps_every_row(store, tmp_path, capsys):
+def test_stop_after_continues_with_the_same_command_and_csv_keeps_every_row(store, tmp_path, run_cli):
     run = tmp_path / "run"
     args = train_args(store, run, "train.stop_after=2")
     for expected_steps in ([0, 1], [0, 1, 2, 3]):
-        rc, out = run_cli(capsys, *args)
+        rc, out = call(run_cli, *args)
         assert rc == 0, out
         assert not (run / "metrics.json").exists()
         assert csv_steps(run) == expected_steps, "a resume lost (or repeated) earlier CSV rows"
-    rc, out = run_cli(capsys, *args)  # the third time reaches train.max_steps=5 and finishes
+    rc, out = call(run_cli, *args)  # the third time reaches train.max_steps=5 and finishes
     assert rc == 0, out
     assert (run / "metrics.json").is_file() and csv_steps(run) == [0, 1, 2, 3, 4]
     finished = (run / "metrics.json").read_bytes()
-    rc, out = run_cli(capsys, *args)
+    rc, out = call(run_cli, *args)
     assert rc == 2 and "already finished" in out
     assert (run / "metrics.json").read_bytes() == finished
 
 
-def test_refused_resume_leaves_the_runs_record_untouched(store, tmp_path, capsys):
+def test_refused_resume_leaves_the_runs_record_untouched(store, tmp_path, run_cli):
     run = tmp_path / "run"
-    rc, out = run_cli(capsys, *train_args(store, run, "train.stop_after=1"))
+    rc, out = call(run_cli, *train_args(store, run, "train.stop_after=1"))
     assert rc == 0, out
     before = record(run)
     assert "config.yaml" in before and ".hydra/overrides.yaml" in before
-    rc, out = run_cli(capsys, *train_args(store, run, "data.num_predict=5"))
+    rc, out = call(run_cli, *train_args(store, run, "data.num_predict=5"))
     assert rc == 2 and "trained on other data (num_predict 6 -> 5)" in out, out
     assert record(run) == before
 
 
-def test_export_refuses_an_existing_directory_and_replaces_it_whole_with_overwrite(store, tmp_path, capsys):
+def test_export_refuses_an_existing_directory_and_replaces_it_whole_with_overwrite(store, tmp_path, run_cli):
     run = tmp_path / "run"
-    rc, out = run_cli(capsys, *train_args(store, run, "train.stop_after=1"))
+    rc, out = call(run_cli, *train_args(store, run, "train.stop_after=1"))
     assert rc == 0, out
     out_dir = tmp_path / "exported"
-    assert run_cli(capsys, "export", str(run), str(out_dir))[0] == 0
+    assert call(run_cli, "export", str(run), str(out_dir))[0] == 0
     weights = (out_dir / "model.safetensors").read_bytes()
     (out_dir / "notes.txt").write_text("mine")
-    rc, out = run_cli(capsys, "export", str(run), str(out_dir))
+    rc, out = call(run_cli, "export", str(run), str(out_dir))
     assert rc == 2 and "already exists and is not empty; pass --overwrite" in out
     assert (out_dir / "notes.txt").read_text() == "mine"
-    assert run_cli(capsys, "export", str(run), str(out_dir), "--overwrite")[0] == 0
+    assert call(run_cli, "export", str(run), str(out_dir), "--overwrite")[0] == 0
     assert not (out_dir / "notes.txt").exists(), "--overwrite replaces the directory as a whole"
     assert (out_dir / "model.safetensors").read_bytes() == weights
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "a temporary directory was left"

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cxlnet import cli
+from conftest import run_cli_inproc
 from cxlnet.paths import sample_dir
 from cxlnet.pretrain.commands import read_losses
 
@@ -47,17 +47,8 @@ def cxlnet_proc(*args: str, cwd: Path, check: bool = True) -> subprocess.Complet
 
 def cxlnet_inproc(capsys, *args: str) -> tuple[int, str]:
     """Run a command in this process (no interpreter start-up); (exit code, stdout + stderr)."""
-    capsys.readouterr()
-    argv0 = sys.argv[:]
-    try:
-        rc = cli.main(list(args))
-    except SystemExit as exit_:
-        rc = exit_.code
-    finally:
-        sys.argv = argv0
-        os.environ.pop(cli.ENV_COMMAND, None)
-    captured = capsys.readouterr()
-    return rc, captured.out + captured.err  # Hydra's job log goes to stdout, the error line to stderr
+    rc, out, err = run_cli_inproc(capsys, list(args))
+    return rc, out + err
 
 
 def error_line(rc: int, err: str) -> str:
