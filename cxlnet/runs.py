@@ -58,9 +58,8 @@ def hydra_job(func):
 _recorded = False
 
 
-def _log_sizes(out_dir: Path) -> dict[str, int] | None:
-    """Sizes of the job logs Hydra opened in `out_dir`; None if the directory holds anything else
-    (then it is not removed on a refusal, only its logs are cut back)."""
+def _log_sizes(out_dir: Path) -> dict[str, int]:
+    """Sizes of the job logs (Hydra's `<job>.log`) in `out_dir` when the job starts."""
     if not out_dir.is_dir():
         return {}
     return {p.name: p.stat().st_size for p in out_dir.iterdir() if p.is_file() and p.suffix == ".log"}
@@ -229,23 +228,28 @@ def _describe(config) -> str:
     return ", ".join(f"{k} {getattr(config, k)}" for k in ARCHITECTURE_FIELDS)
 
 
-def check_architecture(model_cfg: DictConfig, loaded) -> None:
-    """Refuse weights whose architecture is not the chosen `model=` size: the run would train one
-    model and label its results with another's name."""
-    from cxlnet.confdir import conf_dir
+def _named_architecture(model_yaml: DictConfig):
     from cxlnet.model import XLNetConfig
 
-    def same(model_yaml: DictConfig) -> bool:
-        named = XLNetConfig.named(model_yaml.size, **OmegaConf.to_container(model_yaml.config, resolve=True))
-        return all(getattr(named, k) == getattr(loaded, k) for k in ARCHITECTURE_FIELDS)
+    return XLNetConfig.named(model_yaml.size, **OmegaConf.to_container(model_yaml.config, resolve=True))
 
-    if same(model_cfg):
+
+def _same_architecture(a, b) -> bool:
+    return all(getattr(a, k) == getattr(b, k) for k in ARCHITECTURE_FIELDS)
+
+
+def check_architecture(model_cfg: DictConfig, loaded) -> None:
+    """Refuse weights whose architecture is not the chosen `model=` size: the run would train one
+    model and label its results with another's name. The message names the size that fits."""
+    from cxlnet.confdir import conf_dir
+
+    expected = _named_architecture(model_cfg)
+    if _same_architecture(expected, loaded):
         return
-    expected = XLNetConfig.named(model_cfg.size, **OmegaConf.to_container(model_cfg.config, resolve=True))
     fits = []
     for option in sorted((conf_dir() / "model").glob("*.yaml")):
         try:
-            if same(OmegaConf.load(option)):
+            if _same_architecture(_named_architecture(OmegaConf.load(option)), loaded):
                 fits.append(option.stem)
         except Exception:  # noqa: BLE001 - an option that does not describe a size is no hint
             continue

@@ -197,7 +197,7 @@ def check_layout(cfg: DictConfig) -> None:
                              f"<cls> with questions of up to task.max_query_length={q} tokens (needs at least {q + 4})")
         else:
             _need(L >= 3, f"task.max_seq_length={L}: too small for the layout text <sep> <cls> (needs at least 3)")
-        _need(task.get("epochs", 1) != -1 or task.get("max_steps", 1) != -1,
+        _need(cfg.get("command") != "finetune" or task.get("epochs", 1) != -1 or task.get("max_steps", 1) != -1,
               "task.epochs=-1 and task.max_steps=-1: nothing to train; set one of them")
     if cfg.get("command") == "train":
         d = cfg.data
@@ -221,16 +221,18 @@ def _first_existing_parent(path: Path) -> Path:
     return Path("/")
 
 
-def writable_dir(path: str | os.PathLike, key: str) -> Path:
-    """`path` is (or can be created as) a directory this process can write into."""
+def writable_dir(path: str | os.PathLike, key: str, shown: str | os.PathLike | None = None) -> Path:
+    """`path` is (or can be created as) a directory this process can write into; the message
+    names `key={shown or path}`."""
     path = Path(path).expanduser()
+    setting = f"{key}={shown or path}"
     if path.exists() and not path.is_dir():
-        raise CxlnetError(f"{key}={path}: a file, not a directory")
+        raise CxlnetError(f"{setting}: {path} is a file, not a directory" if shown else f"{setting}: a file, not a directory")
     base = _first_existing_parent(path)
     if not base.is_dir():
-        raise CxlnetError(f"{key}={path}: {base} is a file, not a directory")
+        raise CxlnetError(f"{setting}: {base} is a file, not a directory")
     if not os.access(base, os.W_OK | os.X_OK):
-        raise CxlnetError(f"{key}={path}: {base} is not writable")
+        raise CxlnetError(f"{setting}: {base} is not writable")
     return path
 
 
@@ -239,26 +241,37 @@ def writable_file(path: str | os.PathLike, key: str) -> Path:
     path = Path(path).expanduser()
     if path.is_dir():
         raise CxlnetError(f"{key}={path}: a directory; give a file name")
-    writable_dir(path.parent, key)
+    writable_dir(path.parent, key, shown=path)
     return path
 
 
+def _vocab_output(cfg: DictConfig, prefix: str, key: str) -> None:
+    """SentencePiece writes `<prefix>.model` and `<prefix>.vocab`; an existing vocabulary is a
+    result (token stores are built with it), replaced only with `vocab.overwrite=true`."""
+    for suffix in (".model", ".vocab"):
+        writable_file(f"{prefix}{suffix}", key)
+    if Path(f"{prefix}.model").expanduser().is_file() and not cfg.vocab.get("overwrite"):
+        raise CxlnetError(f"{key}={prefix}: {prefix}.model exists (token stores may be built with it); "
+                          f"vocab.overwrite=true replaces it")
+
+
+# output key -> check(cfg, value, key); `train`'s data.* is the store it reads, not an output
+OUTPUTS: dict[str, Callable[[DictConfig, Any, str], Any]] = {
+    "vocab.output": _vocab_output,
+    "data.out_dir": lambda cfg, value, key: writable_dir(value, key),
+    "predict.output": lambda cfg, value, key: writable_file(value, key),
+}
+
+
 def check_paths(cfg: DictConfig, run_dir: str | None) -> None:
-    """Output locations of the command: run directory, vocabulary, token store, predictions."""
+    """Output locations of the command (run directory, vocabulary, token store, predictions) and
+    its JSONL input."""
     if run_dir is not None and cfg.get("command") != "predict":
         writable_dir(run_dir, "hydra.run.dir")
-    for key, check in (("vocab.output", None), ("data.out_dir", writable_dir), ("predict.output", writable_file)):
+    for key, check in OUTPUTS.items():
         present, value = _select(cfg, key)
-        if not present or value is None:
-            continue
-        if key == "vocab.output":  # SentencePiece writes <output>.model and <output>.vocab
-            for suffix in (".model", ".vocab"):
-                writable_file(f"{value}{suffix}", key)
-            if Path(f"{value}.model").expanduser().is_file() and not cfg.vocab.get("overwrite"):
-                raise CxlnetError(f"vocab.output={value}: {value}.model exists (token stores may be built with it); "
-                                  f"vocab.overwrite=true replaces it")
-        elif cfg.get("command") != "train":  # `train`'s data.* is the store it reads
-            check(value, key)
+        if present and value is not None and not (cfg.get("command") == "train" and key.startswith("data.")):
+            check(cfg, value, key)
     present, value = _select(cfg, "predict.input")
     if present and value is not None and Path(str(value)).expanduser().is_dir():
         raise CxlnetError(f"predict.input={value}: a directory; give a JSONL file")

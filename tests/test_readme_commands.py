@@ -108,3 +108,16 @@ def test_the_readme_has_commands():
 def test_readme_command_works_as_printed(line, monkeypatch):
     monkeypatch.setenv("SWEEP_DIR", "runs/cmrc2018/mid/sweep_2026-01-01_00-00-00")
     dry_run(shell_words(line), monkeypatch)
+
+
+VOCAB_COMMANDS = [c for c in COMMANDS if shell_words(c)[:2] == ["cxlnet", "vocab"]]
+
+
+@pytest.mark.parametrize("line", VOCAB_COMMANDS)
+def test_readme_vocab_command_runs_on_the_shipped_sample(line, tmp_path, run_cli):
+    """A dry run cannot tell whether a vocabulary size fits the corpus: the README's `cxlnet vocab`
+    commands train for real on the shipped sample (a few seconds), into a temporary directory."""
+    rc, out, err = run_cli(*shell_words(line)[1:], f"vocab.output={tmp_path / 'sp'}",
+                           f"hydra.run.dir={tmp_path / 'run'}", "vocab.num_threads=1")
+    assert rc == 0, err
+    assert (tmp_path / "sp.model").is_file()
