@@ -16,7 +16,7 @@ from cxlnet.errors import CxlnetError
 from cxlnet.paths import sample_dir
 from cxlnet.span.examples import parse_squad, read_examples
 
-SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +121,7 @@ CORPUS_FILE = st.one_of(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=CORPUS_FILE)
 def test_corpus_reader_builds_a_store_or_names_the_file(scratch, tokenizer, data):
     from cxlnet.pretrain.corpus import TokenStore, build_store
