@@ -102,6 +102,7 @@ RULES: dict[str, Rule] = {
     "trainer.val_check_interval": NULL | BATCHES,
     "trainer.enable_progress_bar": BOOL,
     "hardware.devices": DEVICES,
+    "hardware.micro_batch_size": POSITIVE_INT | AUTO,
     "hardware.num_workers": NON_NEGATIVE_INT,
     "hardware.accelerator": one_of("cpu", "gpu", "tpu", "auto"),
     "logger.kind": one_of("csv", "wandb", "none"),
