@@ -1,6 +1,6 @@
 """Every command the README prints works as printed: each `cxlnet ...`, `make ...` and
-`python -m cxlnet...` line of its code blocks and inline code with arguments (inline, a bare
-`cxlnet data` names the command) is split as the shell would split it
+`python -m cxlnet...` line of its code blocks and inline code (inline, a bare `cxlnet data`
+names the command rather than one to type) is split as the shell would split it
 and dry-run: a Hydra command is composed with its overrides (every job of a `-m` sweep) and its
 values checked, an argparse command has its arguments parsed, a make target is run with `make -n`
 (`make help` for real). Nothing trains, downloads or writes.
@@ -44,9 +44,9 @@ def readme_commands(text: str) -> list[str]:
             if line.startswith(STARTS):
                 commands.append(line)
     prose = re.sub(r"```.*?```", "", text, flags=re.S)
-    # inline, `cxlnet data` names a command; a span with arguments is one to type
+    # inline, `cxlnet data` names a command; anything longer (or `make help`) is one to type
     commands += [span.strip() for span in re.findall(r"`([^`\n]+)`", prose)
-                 if span.strip().startswith(STARTS) and len(span.split()) > 2]
+                 if span.strip().startswith(STARTS) and not re.fullmatch(r"cxlnet [\w-]+", span.strip())]
     return list(dict.fromkeys(commands))
 
 
