@@ -195,6 +195,45 @@ def resolve_pretrained(path_setting: str) -> Path:
     return path
 
 
+def pretrained_origin(path_setting: str) -> str:
+    """Where `model.pretrained` points, in words (the same cases as `resolve_pretrained`)."""
+    from cxlnet.paths import cache_dir
+
+    path = Path(path_setting).expanduser()
+    if not path.exists() and str(path_setting).startswith("hfl/"):
+        return f"published hfl weights (`cxlnet download` copy in {cache_dir() / 'pretrained'})"
+    if path.is_dir() and (path / "model" / "config.json").is_file():
+        return f"cxlnet run dir ({path / 'model'})"
+    if path.is_dir() and (path / "checkpoints" / "last.ckpt").is_file() and not (path / "config.json").is_file():
+        return f"pre-training checkpoint ({path / 'checkpoints' / 'last.ckpt'}, exported to the cache)"
+    if path.is_file() and path.suffix == ".ckpt":
+        return f"pre-training checkpoint ({path}, exported to the cache)"
+    return f"weights directory or TF checkpoint ({path})"
+
+
+def load_reported(cls, path_setting: str, chosen: dict | None, chosen_name: str, **kwargs):
+    """`cls.from_pretrained(resolve_pretrained(path_setting), **kwargs)` that prints the provenance
+    report (format, architecture vs `model=<chosen_name>`, tensors, heads) and logs it in one line."""
+    from rich.console import Console
+
+    from cxlnet.model.provenance import one_line as summary_line
+    from cxlnet.model.provenance import report
+
+    model = cls.from_pretrained(resolve_pretrained(path_setting), **kwargs)
+    summary = model.load_summary
+    Console().print(report(summary, str(path_setting), pretrained_origin(path_setting), chosen, chosen_name))
+    log.info("%s", summary_line(summary, str(path_setting)))
+    return model
+
+
+def chosen_architecture(cfg: DictConfig, **overrides) -> dict:
+    """The architecture `model=` asks for (with `model.config` and `overrides` applied)."""
+    from cxlnet.model import XLNetConfig
+
+    fields = {**OmegaConf.to_container(cfg.model.config, resolve=True), **overrides}
+    return XLNetConfig.named(cfg.model.size, **fields).to_dict()
+
+
 def model_loader(cfg: DictConfig, vocab_size: int):
     """A function building `cls` from `model.pretrained`, or randomly initialised when it is unset."""
     from cxlnet.model import XLNetConfig
@@ -207,10 +246,11 @@ def model_loader(cfg: DictConfig, vocab_size: int):
             log.warning("model.pretrained is not set: XLNet-%s starts from random initialisation", cfg.model.name)
             model = cls(XLNetConfig.named(cfg.model.size, **overrides), **head_kwargs)
         else:
-            model = cls.from_pretrained(resolve_pretrained(cfg.model.pretrained), **overrides, **head_kwargs)
+            model = load_reported(cls, cfg.model.pretrained, chosen_architecture(cfg, vocab_size=vocab_size),
+                                  cfg.model.name, **overrides, **head_kwargs)
             check_architecture(cfg.model, model.config)
-            if cfg.get("command") in ("eval", "predict"):
-                check_task_head(cfg, model)
+            if cfg.get("command") in ("eval", "predict") and cfg.task.kind in ("span", "classification"):
+                check_task_head(cfg, model)  # fill-mask uses the pre-trained LM head
         if model.config.vocab_size != vocab_size:
             raise CxlnetError(
                 f"model vocab size {model.config.vocab_size} differs from the tokenizer's {vocab_size} "
@@ -261,7 +301,8 @@ def check_architecture(model_cfg: DictConfig, loaded) -> None:
 def check_task_head(cfg: DictConfig, model) -> None:
     """`eval` and `predict` score the fine-tuned head: weights without it (a pre-trained model, or
     one fine-tuned for a task of another kind) would score a randomly initialised head."""
-    missing = getattr(model, "random_init_heads", ())
+    summary = getattr(model, "load_summary", None)
+    missing = [head for head, state in summary.heads.items() if state == "initialised fresh"] if summary else []
     if missing:
         raise CxlnetError(
             f"model.pretrained={cfg.model.pretrained}: no {'/'.join(missing)} weights for a {cfg.task.kind} task "

@@ -175,6 +175,8 @@ def _csv_step(row: dict) -> float:
 def build_loggers(cfg: DictConfig, run_dir: Path, group: str | None, resume_step: int | None = None) -> list:
     from pytorch_lightning.loggers import WandbLogger
 
+    from cxlnet.record import record_for_wandb
+
     kind = cfg.logger.kind
     if kind == "none":
         return []
@@ -190,7 +192,7 @@ def build_loggers(cfg: DictConfig, run_dir: Path, group: str | None, resume_step
                 group=cfg.logger.group or group or cfg.run_name,
                 tags=list(cfg.logger.tags),
                 save_dir=str(run_dir),
-                config=OmegaConf.to_container(cfg, resolve=True),
+                config={**OmegaConf.to_container(cfg, resolve=True), **record_for_wandb(run_dir)},
             ),
         ]
     raise CxlnetError(f"logger.kind={kind!r}: expected csv, wandb or none")

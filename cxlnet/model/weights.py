@@ -19,6 +19,7 @@ from torch import Tensor
 
 from cxlnet.errors import CxlnetError, atomic_write_bytes, atomic_write_json, load_tensors
 from cxlnet.model.config import XLNetConfig
+from cxlnet.model.provenance import TF_FORMAT, hf_format, summarise_load
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,6 @@ def load_hf_state_dict(model, hf: dict[str, Tensor], source: str) -> None:
     own = model.state_dict()
     head_keys = [k for k in own if not k.startswith("transformer.")] if not is_core else []
     groups = sorted({k.split(".")[0] for k in head_keys})
-    model.random_init_heads = missing_head_groups(groups, head_keys, rest)
     for group in groups:
         keys = [k for k in head_keys if k.split(".")[0] == group]
         present = [k for k in keys if k in rest]
@@ -151,12 +151,6 @@ def load_hf_state_dict(model, hf: dict[str, Tensor], source: str) -> None:
     if rest:
         raise CxlnetError(f"{source}: unexpected key {next(iter(rest))!r}")
     model.load_state_dict(new_sd, strict=True)
-
-
-def missing_head_groups(groups: list[str], head_keys: list[str], weights: dict[str, Tensor]) -> tuple[str, ...]:
-    """The head parameter groups (`logits_proj`, `start_logits`, ...) of which the weights hold
-    nothing: those start from random initialisation (fine when fine-tuning, wrong when scoring)."""
-    return tuple(g for g in groups if not any(k in weights for k in head_keys if k.split(".")[0] == g))
 
 
 # ---------------------------------------------------------------------------- files
@@ -198,7 +192,9 @@ def load_pretrained(cls, path: str | Path, **overrides: Any):
         kwargs = _model_kwargs(cls, {**cfg_raw.extra}, overrides)
         config = cfg_raw.replace(**overrides) if overrides else cfg_raw
         model = cls(config, **kwargs)
-        load_hf_state_dict(model, _read_hf_weights(path), str(path))
+        weights = _read_hf_weights(path)
+        load_hf_state_dict(model, weights, str(path))
+        model.load_summary = summarise_load(model, weights, *hf_format(path), cfg_raw)
         return model
     return _load_tf(cls, path, overrides)
 
@@ -302,7 +298,9 @@ def _load_tf(cls, path: Path, overrides: dict[str, Any]):
     config = XLNetConfig.from_dict({**raw, **overrides}, source=str(cfg_path))
     variables = read_tf_checkpoint(prefix)
     model = cls(config, **kwargs)
-    load_hf_state_dict(model, tf_to_hf(variables, config, str(prefix)), str(prefix))
+    weights = tf_to_hf(variables, config, str(prefix))
+    load_hf_state_dict(model, weights, str(prefix))
+    model.load_summary = summarise_load(model, weights, TF_FORMAT, prefix, XLNetConfig.from_dict(raw, str(cfg_path)))
     return model
 
 

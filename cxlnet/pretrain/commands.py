@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from cxlnet.confdir import CONF_DIR
 from cxlnet.errors import CxlnetError, atomic_dir, atomic_write_json, atomic_write_via, load_tensors
 from cxlnet.paths import resolve_data_file
-from cxlnet.runs import check_architecture, hydra_job, record_run, resolve_pretrained, run_dir, show_config
+from cxlnet.runs import check_architecture, chosen_architecture, hydra_job, load_reported, record_run, run_dir, show_config
 
 log = logging.getLogger(__name__)
 
@@ -123,12 +123,25 @@ def build_model(cfg: DictConfig, vocab_size: int, store_desc: str = "the token s
         source = f"XLNet-{cfg.model.size} config"
     else:
         source = f"model.pretrained={cfg.model.pretrained}"
-        model = XLNetLMHeadModel.from_pretrained(resolve_pretrained(cfg.model.pretrained), **overrides)
+        model = load_reported(XLNetLMHeadModel, cfg.model.pretrained,
+                              chosen_architecture(cfg, **{"vocab_size": vocab_size, **overrides}), cfg.model.name, **overrides)
         check_architecture(cfg.model, model.config)
     if model.config.vocab_size != vocab_size:
         raise CxlnetError(f"{source}: vocab size {model.config.vocab_size} differs from the tokenizer's "
                           f"{vocab_size} ({store_desc})")
     return model
+
+
+def write_store_record(cfg: DictConfig, out_dir: Path, store) -> None:
+    """The run record of a pre-training run: every file of the token store and its tokenizer."""
+    from cxlnet.pretrain.corpus import MANIFEST
+    from cxlnet.record import write_run_record
+
+    names = [MANIFEST, "start_pieces.npy"] + [s[k] for s in store.manifest["shards"] for k in ("ids", "sent")]
+    files = {f"store/{name}": store.dir / name for name in names if (store.dir / name).is_file()}
+    tok = Path(store.manifest.get("tokenizer", {}).get("path", ""))
+    write_run_record(out_dir, files, tok if tok.is_file() else None,
+                     accelerator=cfg.hardware.accelerator, devices=cfg.hardware.devices)
 
 
 def _resume_path(cfg: DictConfig, out_dir: Path) -> Path | None:
@@ -209,6 +222,7 @@ def train(cfg: DictConfig) -> dict:
     pl.seed_everything(int(cfg.seed), workers=True)
     model = build_model(cfg, vocab_size, f"{tok_path}, store {store_path}")
     show_config(cfg, out_dir)  # every refusal above leaves the run's record as it was
+    write_store_record(cfg, out_dir, store)
     if cfg.model.compile:
         model.compile()
     data_cfg = OmegaConf.merge(cfg.data, {"store": str(store_path)})
@@ -366,13 +380,17 @@ def exported_checkpoint(ckpt: str | Path) -> Path:
 def export_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="cxlnet export",
-        description="Turn a `cxlnet train` checkpoint (or run directory: its checkpoints/last.ckpt) into "
-                    "Hugging Face format (config.json + model.safetensors, loadable by "
-                    "transformers.XLNetLMHeadModel).")
-    parser.add_argument("checkpoint", help="a .ckpt file or a `cxlnet train` run directory")
+        description="Write a publishable model directory: Hugging Face format (config.json + "
+                    "model.safetensors, loadable by transformers), spiece.model and a model card (README.md "
+                    "with a model-index, max (mean) over seeds), from a fine-tuning sweep or run directory, "
+                    "or a `cxlnet train` checkpoint or run directory (its checkpoints/last.ckpt).")
+    parser.add_argument("checkpoint", help="a sweep dir (summary.json), a finetune run dir, a `cxlnet train` "
+                                           "run dir or a .ckpt file")
     parser.add_argument("out_dir", help="output directory (refused if it exists and is not empty)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR (as a whole)")
     args = parser.parse_args(argv)
-    out = export_checkpoint(args.checkpoint, args.out_dir, overwrite=args.overwrite)
+    from cxlnet.modelcard import export_any
+
+    out = export_any(args.checkpoint, args.out_dir, overwrite=args.overwrite)
     print(out)
     return 0
