@@ -34,7 +34,7 @@ def hydra_job(func):
     def wrapper(cfg: DictConfig):
         global _recorded
         _recorded = False
-        before = _log_sizes(run_dir()) if cfg.command != "predict" else None
+        before = _entries(run_dir()) if cfg.command != "predict" else None
         try:
             validate(cfg, None if sweep_dir() is None else str(run_dir()))
             return func(cfg)
@@ -58,26 +58,31 @@ def hydra_job(func):
 _recorded = False
 
 
-def _log_sizes(out_dir: Path) -> dict[str, int]:
-    """Sizes of the job logs (Hydra's `<job>.log`) in `out_dir` when the job starts."""
+def _entries(out_dir: Path) -> dict[str, int]:
+    """The top-level entries of `out_dir` when the job starts: name -> size (-1 for a directory)."""
     if not out_dir.is_dir():
         return {}
-    return {p.name: p.stat().st_size for p in out_dir.iterdir() if p.is_file() and p.suffix == ".log"}
+    return {p.name: -1 if p.is_dir() else p.stat().st_size for p in out_dir.iterdir()}
 
 
 def _undo_refused(out_dir: Path, before: dict[str, int]) -> None:
-    """Cut Hydra's job logs back to their size before the refused job, and remove the run
-    directory when Hydra created it for this job alone (it then holds nothing else)."""
+    """Put the run directory back as the refused job found it: what the job created is removed,
+    Hydra's job logs are cut back to their size, and a directory Hydra created for this job alone
+    (empty logs only) is removed."""
+    import shutil
+
     for handler in logging.getLogger().handlers[:]:  # Hydra's file handler: flushed and closed first
         if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == out_dir.resolve():
             handler.close()
             logging.getLogger().removeHandler(handler)
-    for name, size in before.items():
-        path = out_dir / name
-        if path.is_file() and path.stat().st_size > size:
+    for path in out_dir.iterdir():
+        if path.name not in before:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        elif path.suffix == ".log" and path.is_file() and path.stat().st_size > before[path.name]:
             with path.open("r+b") as fh:
-                fh.truncate(size)
-    if all(size == 0 for size in before.values()) and {p.name for p in out_dir.iterdir()} <= set(before):
+                fh.truncate(before[path.name])
+    logs_only = all(name.endswith(".log") and size == 0 for name, size in before.items())
+    if logs_only and out_dir.resolve() != Path.cwd().resolve():
         for name in before:
             (out_dir / name).unlink(missing_ok=True)
         out_dir.rmdir()
