@@ -124,7 +124,7 @@ RULES: dict[str, Rule] = {
     "data.num_task": POSITIVE_INT,
     "data.task": NON_NEGATIVE_INT,
     "data.bi_data": BOOL,
-    "data.num_workers": NON_NEGATIVE_INT,
+    "data.num_workers": NULL | NON_NEGATIVE_INT,  # `data`: null is one encoding process per core
     "train.max_steps": POSITIVE_INT,
     "train.save_steps": POSITIVE_INT,
     "train.keep_checkpoints": MINUS_ONE | NON_NEGATIVE_INT,
