@@ -32,6 +32,8 @@ SKIP = {
     "cxlnet <command> [hydra overrides] [-m]": "the synopsis, not a command",
     "cxlnet <command>: error: ...": "the shape of an error line, not a command",
     "cxlnet vocab inspect": "names the sub-command in prose; its uses with a TEXT are printed and checked",
+    "cxlnet data ... data.if_exists=append data.corpus='[/data/more/*.txt]'":
+        "`...` stands for the store's other settings: to be written out so it runs as printed",
 }
 STARTS = ("cxlnet ", "make ", "python -m cxlnet")
 
@@ -40,7 +42,7 @@ def readme_commands(text: str) -> list[str]:
     """Command lines of the fenced code blocks and the inline code spans, in order."""
     commands = []
     for block in re.findall(r"```[a-z]*\n(.*?)```", text, flags=re.S):
-        for line in block.splitlines():
+        for line in block.replace("\\\n", " ").splitlines():  # a trailing backslash continues the line
             line = re.sub(r"\s+#\s.*$", "", line.strip())  # the shell ignores a trailing comment
             if line.startswith(STARTS):
                 commands.append(line)
