@@ -9,7 +9,8 @@ export WANDB_MODE ?= offline
 .PHONY: help install demo test test-slow mutate bench reproduce-table pretrain-demo clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -e 's|$$(TORCH_VERSION)|$(TORCH_VERSION)|g' \
+		-e 's|$$(TABLES)|$(TABLES)|g' | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 install: $(VENV)/.installed  ## create .venv with torch $(TORCH_VERSION) and cxlnet[test]
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
 from pathlib import Path
 
 from cxlnet.errors import CxlnetError, one_line
+from cxlnet.validate import preflight
 
 # name -> (module:function, one-line help). Hydra apps take overrides; the others take argv.
 COMMANDS = {
@@ -32,6 +34,11 @@ COMMANDS = {
     "memory": ("cxlnet.memory:main", "estimated training memory (seq len x micro-batch x precision x checkpointing)"),
 }
 HYDRA_APPS = {"finetune", "eval", "predict", "vocab", "data", "train", "memory"}
+# Checks of a single run that need the command's own code, run on the composed config before
+# Hydra creates the run directory: (config, run dir) -> None, raising CxlnetError.
+PREFLIGHT = {"train": "cxlnet.pretrain.commands:preflight"}
+# Hydra flags after which nothing runs: no check either.
+_INFO_FLAGS = {"-h", "--help", "-hh", "--hydra-help", "-i", "--info", "-sc", "--shell-completion"}
 # `<command> <tool> ...`: plain argparse tools under a Hydra command's name.
 SUB_TOOLS = {("vocab", "inspect"): "cxlnet.vocab_inspect:main"}
 ENV_COMMAND = "CXLNET_COMMAND"
@@ -106,13 +113,25 @@ def split_hydra_args(argv: list[str]) -> tuple[list[str], list[str]]:
 # Free text on the command line (questions, passages, reviews) is quoted for Hydra's override
 # grammar, which rejects unquoted full-width punctuation such as `？` and `，`.
 FREE_TEXT_KEYS = ("predict.question=", "predict.context=", "predict.text=")
+# Paths are quoted when Hydra's grammar would reject them unquoted: a `=` (a sweep's `seed=3`
+# directory) or a `~` (home, which the shell does not expand after `key=`; expanded here).
+PATH_KEY = re.compile(r"^(hydra\.(run|sweep)\.dir|[\w.]*(_dir|_file|\.pretrained|\.ckpt_path|\.store|\.input|\.output|"
+                      r"\.spiece_model))$")
 
 
-def quote_free_text(arg: str) -> str:
+def _quoted(key: str, value: str) -> str:
+    return f"{key}='" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def quote_override(arg: str) -> str:
     key, eq, value = arg.partition("=")
-    if not arg.startswith(FREE_TEXT_KEYS) or value[:1] in ("'", '"'):
+    if not eq or value[:1] in ("'", '"'):
         return arg
-    return f"{key}{eq}'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if arg.startswith(FREE_TEXT_KEYS):
+        return _quoted(key, value)
+    if PATH_KEY.match(key) and ("=" in value or value.startswith("~")) and not any(c in value for c in ",[]${}"):
+        return _quoted(key, os.path.expanduser(value))
+    return arg
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,10 +152,16 @@ def main(argv: list[str] | None = None) -> int:
         if command in HYDRA_APPS:
             os.environ[ENV_COMMAND] = command
             flags, overrides = split_hydra_args(argv)
-            overrides = [quote_free_text(a) for a in overrides]
+            overrides = [quote_override(a) for a in overrides]
             multirun = any(f in ("-m", "--multirun") for f in flags)
             if multirun and any(f in ("-c", "--cfg", "-i", "--info") for f in flags):
                 raise CxlnetError("-m cannot be combined with --cfg / --info: drop -m to see one job's config")
+            if not _INFO_FLAGS.intersection(flags):
+                config_only = any(f in ("-c", "--cfg") for f in flags)
+                jobs = preflight(command, overrides, multirun, config_only)
+                if command in PREFLIGHT and not (multirun or config_only):
+                    for cfg, run in jobs:
+                        _load(PREFLIGHT[command])(cfg, run)
             subdir = sweep_subdir(overrides) if multirun else None
             argv = flags + overrides + ([subdir] if subdir else [])
             sys.argv = [sys.argv[0], *argv]  # argv[0] stays: DDP workers re-execute it

@@ -35,8 +35,9 @@ from pathlib import Path
 from typing import Iterable, Sequence
 from urllib.parse import urlsplit
 
-from cxlnet.errors import CxlnetError, atomic_write_bytes
+from cxlnet.errors import CxlnetError, atomic_write_bytes, one_line
 from cxlnet.paths import cache_dir as default_cache_dir
+from cxlnet.validate import writable_dir
 
 BASE_URL_ENV = "CXLNET_DOWNLOAD_BASE_URL"
 CHUNK = 1 << 16
@@ -422,14 +423,20 @@ def list_datasets(registry: Sequence[Dataset] = REGISTRY, console=None) -> None:
     reporter = _Reporter(console)
     table = Table("dataset", "bytes", "checked against")
     table.add_column("file (under the cache dir)", overflow="fold")
+    unchecked = 0
     for ds in registry:
         for entry in ds.files:
             for e in entry.members or (entry,):
-                check = "sha256" if e.sha256 else ("git blob id" if e.git_blob else "nothing published")
+                check = (f"sha256 {e.sha256[:12]}…" if e.sha256 else f"git blob {e.git_blob[:12]}…" if e.git_blob
+                         else "no published hash: sha256 printed")
                 if ds.require_pins and not (e.sha256 or e.git_blob or entry.members):
                     check = "NOT PINNED: needs --allow-unverified"
+                unchecked += not (e.sha256 or e.git_blob)
                 table.add_row(ds.name, str(e.size) if e.size else "?", check, e.dest)
     reporter.console.print(table)
+    if unchecked:
+        reporter.info(f"{unchecked} files have no published hash: their sha256 is computed and printed when "
+                      f"downloaded (NOT PINNED ones only with --allow-unverified), to compare with a copy you trust")
     for ds in registry:
         reporter.info(f"{ds.name}: {ds.description}")
 
@@ -468,9 +475,14 @@ def main(argv: list[str] | None = None, *, registry: Sequence[Dataset] = REGISTR
     known = {d.name for d in registry}
     unknown = [n for n in args.datasets if n not in known]
     if unknown:
-        print(f"error: unknown dataset {', '.join(unknown)}; known: {', '.join(sorted(known))}", file=sys.stderr)
+        print(f"cxlnet download: error: unknown dataset {', '.join(unknown)}; known: {', '.join(sorted(known))}", file=sys.stderr)
         return 2
     root = Path(args.cache_dir).expanduser() if args.cache_dir else default_cache_dir()
+    try:
+        writable_dir(root, "--cache-dir" if args.cache_dir else "the download cache ($CXLNET_CACHE_DIR)")
+    except CxlnetError as err:
+        print(f"cxlnet download: error: {err}", file=sys.stderr)
+        return 2
     reporter = _Reporter(console)
     failed = 0
     for name in dict.fromkeys(args.datasets):  # a failed file does not stop the others
@@ -480,11 +492,11 @@ def main(argv: list[str] | None = None, *, registry: Sequence[Dataset] = REGISTR
                 download_file(entry, root, force=args.force, base_url=args.base_url, reporter=reporter,
                               unpinned=unpinned_policy(dataset, args.allow_unverified))
             except CxlnetError as err:
-                print(f"error: {err}", file=sys.stderr)
+                print(f"cxlnet download: error: {one_line(err)}", file=sys.stderr)
                 failed += 1
     if failed:
         if failed > 1:
-            print(f"error: {failed} files failed", file=sys.stderr)
+            print(f"cxlnet download: error: {failed} files failed", file=sys.stderr)
         return 1
     reporter.info(f"files are in {root}")
     return 0

@@ -7,11 +7,15 @@ its final name.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
+import shutil
 import tempfile
+import warnings
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, Iterator
 
 
 class CxlnetError(Exception):
@@ -27,14 +31,15 @@ def one_line(err: CxlnetError) -> str:
     return text
 
 
-def _file_mode() -> int:
+def _umask() -> int:
     umask = os.umask(0)
     os.umask(umask)
-    return 0o666 & ~umask
+    return umask
 
 
-# mkstemp creates files 0600; outputs get the mode an ordinary open() would give them.
-_FILE_MODE = _file_mode()
+# mkstemp / mkdtemp create 0600 / 0700; outputs get the mode an ordinary open() / mkdir() would give.
+_FILE_MODE = 0o666 & ~_umask()
+_DIR_MODE = 0o777 & ~_umask()
 
 
 def atomic_write_via(path: str | Path, write_to: Callable[[Path], Any]) -> Path:
@@ -88,3 +93,62 @@ def read_json(path: str | Path) -> Any:
         raise CxlnetError(f"{path}:{err.lineno}:{err.colno}: malformed JSON: {err.msg}") from None
     except UnicodeDecodeError as err:
         raise CxlnetError(f"{path}: not UTF-8 at byte {err.start}") from None
+
+
+def load_tensors(path: str | Path, what: str = "PyTorch file", mmap: bool = False) -> Any:
+    """`torch.load(path, weights_only=True)` with one line for each way a user's file fails:
+    truncated or not a PyTorch file, or refused because unpickling it would run code (a pickle of
+    anything but tensors and plain containers). Nothing here ever loads such a file."""
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():  # torch's advice on pickle protocols is not the user's business
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as err:
+        text = str(err)
+        if "Weights only load failed" in text or "Unsupported global" in text or "Unsupported operand" in text:
+            found = re.search(r"GLOBAL ([\w.]+)", text)
+            what_runs = f" ({found.group(1)})" if found else ""
+            raise CxlnetError(f"{path}: refused: this {what} holds Python code or objects{what_runs}, not only "
+                              f"tensors, and loading it would run that code; use a safetensors copy from a "
+                              f"source you trust") from None
+        raise CxlnetError(f"{path}: not a readable {what} ({_first_line(err)})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError, AttributeError) as err:
+        if mmap and "mmap" in str(err):  # an old (non-zip) serialization cannot be memory-mapped
+            return load_tensors(path, what)
+        raise CxlnetError(f"{path}: truncated or not a {what} ({_first_line(err)})") from None
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [ln for ln in str(err).splitlines() if ln.strip()]
+    return (lines[0].split(". ")[0] if lines else type(err).__name__)[:200]
+
+
+@contextlib.contextmanager
+def atomic_dir(target: str | Path, overwrite: bool = False, flag: str = "--overwrite") -> Iterator[Path]:
+    """Build a directory under a temporary name beside `target` and rename it into place when the
+    block completes; an existing non-empty `target` is refused unless `overwrite` (then it is
+    replaced whole, never modified in place). The refusal comes before anything is written."""
+    target = Path(target)
+    if target.exists() and not target.is_dir():
+        raise CxlnetError(f"{target}: a file, not a directory")
+    if target.is_dir() and any(target.iterdir()) and not overwrite:
+        raise CxlnetError(f"{target}: already exists and is not empty; pass {flag} to replace it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    os.chmod(tmp, _DIR_MODE)
+    try:
+        yield tmp
+        old = target.with_name(f".{target.name}.{os.getpid()}.old") if target.exists() else None
+        if old is not None:
+            os.replace(target, old)
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

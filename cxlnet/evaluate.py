@@ -26,19 +26,14 @@ from cxlnet.training import build_trainer, ensure_unfinished, write_metrics
 log = logging.getLogger(__name__)
 
 
-def require_pretrained(cfg: DictConfig) -> None:
-    if cfg.model.pretrained is None:
-        raise CxlnetError(f"cxlnet {cfg.command} needs model.pretrained=<fine-tuned run dir or weights dir>")
-
-
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Score the dev file and, when given, `task.test_file`; metrics.json (+ predictions) in the run dir."""
     started = time.time()
-    require_pretrained(cfg)
     out_dir = run_dir()
     ensure_unfinished(out_dir)
-    show_config(cfg, out_dir)
     _, module, data = build_task(cfg, out_dir, train=False)
+    data.setup("validate")  # read every data file now (Lightning's setup then finds them read)
+    show_config(cfg, out_dir)  # once the model and data are accepted: a refusal leaves no record
     trainer = build_trainer(cfg, out_dir, group=None, logger=False)
     metrics: dict[str, float] = {}
     if cfg.task.dev_file:
@@ -78,6 +73,8 @@ def read_inputs(cfg: DictConfig, fields: tuple[str, ...]) -> list[dict]:
                 raise CxlnetError(f"{path}:{lineno}: missing {', '.join(missing)}")
             # ids as strings (predictions are keyed by them); no id: the line number
             items.append({**item, "id": str(lineno if item.get("id") in (None, "") else item["id"])})
+        if not items:
+            raise CxlnetError(f"{path}: no items (the file has no non-blank line)")
         return items
     missing = [f for f in fields if not pcfg.get(f)]
     if missing:
@@ -158,7 +155,6 @@ def predict(cfg: DictConfig) -> list[dict]:
 
     from cxlnet.model import XLNetForQuestionAnswering, XLNetForSequenceClassification, XLNetLMHeadModel
 
-    require_pretrained(cfg)
     tokenizer = Tokenizer(resolve_spiece(cfg))
     load = model_loader(cfg, tokenizer.vocab_size)
     if cfg.task.kind == "fillmask":

@@ -60,9 +60,10 @@ def finetune(cfg: DictConfig) -> dict[str, float]:
             log.info("%s: finished with the same configuration, skipped", out_dir)
             return finished["metrics"]
     ensure_unfinished(out_dir)
-    show_config(cfg, out_dir)
     pl.seed_everything(cfg.seed, workers=True)
     tokenizer, module, data = build_task(cfg, out_dir)
+    data.setup("fit")  # read every data file now (Lightning's setup then finds them read)
+    show_config(cfg, out_dir)  # once the model and data are accepted: a refusal leaves no record
     if cfg.model.compile:
         module.model = module.model.compile() or module.model
     batch = BatchRequest(cfg.task.batch_size, "task.batch_size", module.model, seq_len=cfg.task.max_seq_length)

@@ -18,7 +18,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from cxlnet.errors import CxlnetError, atomic_write_text, read_json
+from cxlnet.errors import CxlnetError, atomic_dir, atomic_write_text, read_json
 
 # task name -> (Hugging Face task type, task name, dataset name)
 TASKS = {
@@ -178,11 +178,19 @@ def pretraining_card(run: Path | None, out_dir: Path) -> Path:
     return out_dir
 
 
-def export_any(source: str | Path, out_dir: str | Path) -> Path:
-    """Export `source` (sweep dir, fine-tuning run dir, `cxlnet train` run dir or checkpoint) with its card."""
+def export_any(source: str | Path, out_dir: str | Path, overwrite: bool = False) -> Path:
+    """Export `source` (sweep dir, fine-tuning run dir, `cxlnet train` run dir or checkpoint) with its
+    card, built under a temporary name beside `out_dir` and renamed into place when complete; an
+    existing non-empty `out_dir` is refused unless `overwrite` (then it is replaced as a whole)."""
+    source, out_dir = Path(source).expanduser(), Path(out_dir).expanduser()
+    with atomic_dir(out_dir, overwrite) as tmp:
+        _export_into(source, tmp)
+    return out_dir
+
+
+def _export_into(source: Path, out_dir: Path) -> Path:
     from cxlnet.pretrain.commands import export_checkpoint, find_checkpoint
 
-    source, out_dir = Path(source).expanduser(), Path(out_dir).expanduser()
     if source.is_dir() and (source / "summary.json").is_file():
         return export_sweep(source, out_dir)
     metrics = source / "metrics.json"

@@ -13,18 +13,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, read_write
 
 from cxlnet.errors import CxlnetError, atomic_write_text, one_line
+from cxlnet.validate import validate
 
 log = logging.getLogger(__name__)
 
 
-def _hydra_subdir(output_dir: str) -> str | None:
-    """`hydra.output_subdir` of the commands that finish with a metrics.json: `.hydra`, but none for
-    a directory whose run already finished, so a refused re-run cannot rewrite its record (Hydra
-    writes `.hydra/` before the job starts; the job itself then refuses to run)."""
-    return None if (Path(output_dir) / "metrics.json").exists() else ".hydra"
-
-
-OmegaConf.register_new_resolver("cxlnet.hydra_subdir", _hydra_subdir, replace=True)
 
 
 def hydra_job(func):
@@ -40,11 +33,17 @@ def hydra_job(func):
     def wrapper(cfg: DictConfig):
         from cxlnet.sweep import ConfigMismatch, record_failure, run_name
 
+        global _recorded
+        _recorded = False
+        before = _entries(run_dir()) if cfg.command != "predict" else None
         try:
+            validate(cfg, None if sweep_dir() is None else str(run_dir()))
             return func(cfg)
         except CxlnetError as err:
             message = one_line(err)
             if sweep_dir() is None or isinstance(err, ConfigMismatch):
+                if sweep_dir() is None and before is not None and not _recorded:
+                    _undo_refused(run_dir(), before)
                 print(f"cxlnet {cfg.command}: error: {message}", file=sys.stderr)
                 raise SystemExit(2) from None
             # One line naming the run; the sweep goes on, and its end reports every failed run and
@@ -60,6 +59,41 @@ def hydra_job(func):
             _end_distributed()
 
     return wrapper
+
+
+# Whether this job has written its run record (`show_config`): a CxlnetError before that is a
+# refusal, which leaves the run directory as it found it.
+_recorded = False
+
+
+def _entries(out_dir: Path) -> dict[str, int]:
+    """The top-level entries of `out_dir` when the job starts: name -> size (-1 for a directory)."""
+    if not out_dir.is_dir():
+        return {}
+    return {p.name: -1 if p.is_dir() else p.stat().st_size for p in out_dir.iterdir()}
+
+
+def _undo_refused(out_dir: Path, before: dict[str, int]) -> None:
+    """Put the run directory back as the refused job found it: what the job created is removed,
+    Hydra's job logs are cut back to their size, and a directory Hydra created for this job alone
+    (empty logs only) is removed."""
+    import shutil
+
+    for handler in logging.getLogger().handlers[:]:  # Hydra's file handler: flushed and closed first
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == out_dir.resolve():
+            handler.close()
+            logging.getLogger().removeHandler(handler)
+    for path in out_dir.iterdir():
+        if path.name not in before:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        elif path.suffix == ".log" and path.is_file() and path.stat().st_size > before[path.name]:
+            with path.open("r+b") as fh:
+                fh.truncate(before[path.name])
+    logs_only = all(name.endswith(".log") and size == 0 for name, size in before.items())
+    if logs_only and out_dir.resolve() != Path.cwd().resolve():
+        for name in before:
+            (out_dir / name).unlink(missing_ok=True)
+        out_dir.rmdir()
 
 
 # Lightning's DDP launcher sets these in the launching process (and a cluster sets them for every
@@ -115,7 +149,8 @@ def single_run_argv_for_workers() -> None:
 
 def show_config(cfg: DictConfig, out_dir: Path) -> None:
     """Print the composed config as a rich tree (one line per job in a sweep: ten trees would bury
-    the results) and save the resolved YAML next to the results."""
+    the results) and record the run (`record_run`). Called once the command's checks have passed
+    (Hydra's own `output_subdir` is off), so a refused command never rewrites a run's record."""
     from rich import print as rprint
     from rich.syntax import Syntax
     from rich.tree import Tree
@@ -129,6 +164,19 @@ def show_config(cfg: DictConfig, out_dir: Path) -> None:
         text = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
         tree.add(f"[bold cyan]{key}[/bold cyan]").add(Syntax(text.rstrip(), "yaml"))
     rprint(tree)
+    record_run(cfg, out_dir)
+
+
+def record_run(cfg: DictConfig, out_dir: Path) -> None:
+    """The run's record: the resolved config as `config.yaml` and Hydra's record in `.hydra/`."""
+    global _recorded
+    _recorded = True
+    atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    hydra_cfg = HydraConfig.get()
+    record = {"config.yaml": cfg, "hydra.yaml": OmegaConf.create({"hydra": hydra_cfg}),
+              "overrides.yaml": hydra_cfg.overrides.task}
+    for name, node in record.items():
+        atomic_write_text(out_dir / ".hydra" / name, OmegaConf.to_yaml(node))
 
 
 def pretrained_source(path_setting: str) -> Path:
@@ -256,6 +304,9 @@ def model_loader(cfg: DictConfig, vocab_size: int):
         else:
             model = load_reported(cls, cfg.model.pretrained, chosen_architecture(cfg, vocab_size), cfg.model.name,
                                   **run_settings, **head_kwargs)
+            check_architecture(cfg.model, model.config)
+            if cfg.get("command") in ("eval", "predict") and cfg.task.kind in ("span", "classification"):
+                check_task_head(cfg, model)  # fill-mask uses the pre-trained LM head
         if model.config.vocab_size != vocab_size:
             raise CxlnetError(
                 f"model vocab size {model.config.vocab_size} differs from the tokenizer's {vocab_size} "
@@ -264,3 +315,52 @@ def model_loader(cfg: DictConfig, vocab_size: int):
         return model
 
     return load
+
+
+ARCHITECTURE_FIELDS = ("n_layer", "d_model", "n_head", "d_head", "d_inner")
+
+
+def _describe(config) -> str:
+    return ", ".join(f"{k} {getattr(config, k)}" for k in ARCHITECTURE_FIELDS)
+
+
+def _named_architecture(model_yaml: DictConfig):
+    from cxlnet.model import XLNetConfig
+
+    return XLNetConfig.named(model_yaml.size, **OmegaConf.to_container(model_yaml.config, resolve=True))
+
+
+def _same_architecture(a, b) -> bool:
+    return all(getattr(a, k) == getattr(b, k) for k in ARCHITECTURE_FIELDS)
+
+
+def check_architecture(model_cfg: DictConfig, loaded) -> None:
+    """Refuse weights whose architecture is not the chosen `model=` size: the run would train one
+    model and label its results with another's name. The message names the size that fits."""
+    from cxlnet.confdir import conf_dir
+
+    expected = _named_architecture(model_cfg)
+    if _same_architecture(expected, loaded):
+        return
+    fits = []
+    for option in sorted((conf_dir() / "model").glob("*.yaml")):
+        try:
+            if _same_architecture(_named_architecture(OmegaConf.load(option)), loaded):
+                fits.append(option.stem)
+        except Exception:  # noqa: BLE001 - an option that does not describe a size is no hint
+            continue
+    hint = f"choose model={fits[0]}" if fits else "choose the model= size of these weights"
+    raise CxlnetError(f"model.pretrained={model_cfg.pretrained}: {_describe(loaded)}, but model={model_cfg.name} is "
+                      f"{_describe(expected)}; {hint}")
+
+
+def check_task_head(cfg: DictConfig, model) -> None:
+    """`eval` and `predict` score the fine-tuned head: weights without it (a pre-trained model, or
+    one fine-tuned for a task of another kind) would score a randomly initialised head."""
+    summary = getattr(model, "load_summary", None)
+    missing = [head for head, state in summary.heads.items() if state == "initialised fresh"] if summary else []
+    if missing:
+        raise CxlnetError(
+            f"model.pretrained={cfg.model.pretrained}: no {'/'.join(missing)} weights for a {cfg.task.kind} task "
+            f"(task={cfg.task.name}); it is not a model fine-tuned for this task (give a `cxlnet finetune "
+            f"task={cfg.task.name}` run)")

@@ -31,7 +31,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from cxlnet.batching import BatchRequest
-from cxlnet.errors import CxlnetError, atomic_write_json
+from cxlnet.errors import CxlnetError, atomic_write_json, atomic_write_via
+from cxlnet.validate import ensure_unfinished  # noqa: F401 - the commands' check, also used before Hydra runs
 
 log = logging.getLogger(__name__)
 
@@ -240,8 +241,53 @@ class TrainModule(pl.LightningModule):
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], prog_bar=False)
 
 
-def build_loggers(cfg: DictConfig, run_dir: Path, group: str | None) -> list:
-    from pytorch_lightning.loggers import CSVLogger, WandbLogger
+def resuming_csv_logger(run_dir: Path, resume_step: int | None):
+    """Lightning's CSVLogger, except that an existing `csv/metrics.csv` is kept: Lightning's writer
+    deletes it when it starts, which loses a resumed run's earlier rows. A resumed run keeps the
+    rows of the steps before `resume_step` (the later ones it logs again)."""
+    import csv
+
+    from pytorch_lightning.loggers import CSVLogger
+    from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+
+    class KeepingWriter(ExperimentWriter):
+        def _check_log_dir_exists(self) -> None:
+            path = Path(self.metrics_file_path)
+            if not path.is_file():
+                return
+            with path.open(newline="", encoding="utf-8") as fh:
+                reader = csv.DictReader(fh)
+                rows = [r for r in reader if resume_step is None or _csv_step(r) < resume_step]
+                self.metrics_keys = sorted(reader.fieldnames or [])
+
+            def write(tmp: Path) -> None:
+                with tmp.open("w", newline="", encoding="utf-8") as fh:
+                    writer = csv.DictWriter(fh, fieldnames=self.metrics_keys)
+                    writer.writeheader()
+                    writer.writerows(rows)
+
+            atomic_write_via(path, write)
+
+    class KeepingCSVLogger(CSVLogger):
+        @property
+        def experiment(self):
+            if self._experiment is None:
+                self._fs.makedirs(self.root_dir, exist_ok=True)
+                self._experiment = KeepingWriter(log_dir=self.log_dir)
+            return self._experiment
+
+    return KeepingCSVLogger(save_dir=str(run_dir), name="csv", version="")
+
+
+def _csv_step(row: dict) -> float:
+    try:
+        return float(row.get("step") or 0)
+    except ValueError:
+        return 0.0
+
+
+def build_loggers(cfg: DictConfig, run_dir: Path, group: str | None, resume_step: int | None = None) -> list:
+    from pytorch_lightning.loggers import WandbLogger
 
     from cxlnet.record import record_for_wandb
 
@@ -249,10 +295,10 @@ def build_loggers(cfg: DictConfig, run_dir: Path, group: str | None) -> list:
     if kind == "none":
         return []
     if kind == "csv":
-        return [CSVLogger(save_dir=str(run_dir), name="csv", version="")]
+        return [resuming_csv_logger(run_dir, resume_step)]
     if kind == "wandb":
         return [
-            CSVLogger(save_dir=str(run_dir), name="csv", version=""),
+            resuming_csv_logger(run_dir, resume_step),
             WandbLogger(
                 project=cfg.logger.project,
                 entity=cfg.logger.entity,
@@ -285,7 +331,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, group: str | None, batch: Batc
         raise CxlnetError("hardware=gpu: no CUDA GPU is visible to torch (torch.cuda.is_available() is False); "
                           "use hardware=cpu, or install a CUDA build of torch")
     single_run_argv_for_workers()
-    loggers = build_loggers(cfg, run_dir, group)
+    loggers = build_loggers(cfg, run_dir, group, resume_step=overrides.pop("csv_resume_step", None))
     callbacks = overrides.pop("callbacks", None)
     if callbacks is None:
         callbacks = [RichProgressBar(leave=True)] if cfg.trainer.enable_progress_bar else []
@@ -379,13 +425,6 @@ def require_torch_xla() -> None:
 
 def metrics_path(run_dir: Path) -> Path:
     return Path(run_dir) / "metrics.json"
-
-
-def ensure_unfinished(run_dir: Path) -> None:
-    """Refuse to run into a directory whose run already finished: its metrics are never overwritten."""
-    path = metrics_path(run_dir)
-    if path.exists():
-        raise CxlnetError(f"{path}: this run already finished; choose another hydra.run.dir or remove it")
 
 
 def write_metrics(run_dir: Path, cfg: DictConfig, metrics: dict[str, float], started: float, **extra: Any) -> Path:

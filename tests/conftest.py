@@ -34,21 +34,34 @@ def full_data_dir() -> Path:
     return FULL_DATA_DIR
 
 
-def cxlnet_inproc(capsys, *args: str) -> tuple[int, str]:
-    """Run a `cxlnet` command in this process (no interpreter start-up): (exit code, stdout + stderr)."""
+def run_cli_inproc(capsys, argv: list[str]) -> tuple[int, str, str]:
+    """Run `cxlnet ARGV...` in this process (no interpreter start-up): (exit code, stdout, stderr).
+    Hydra's job log goes to stdout, the error line to stderr."""
     from cxlnet import cli
 
     capsys.readouterr()
     argv0 = sys.argv[:]
     try:
-        rc = cli.main(list(args))
+        rc = cli.main(list(argv))
     except SystemExit as exit_:
         rc = exit_.code
     finally:
         sys.argv = argv0
         os.environ.pop(cli.ENV_COMMAND, None)
     captured = capsys.readouterr()
-    return rc, captured.out + captured.err  # Hydra's job log goes to stdout, the error line to stderr
+    return (0 if rc is None else rc), captured.out, captured.err
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """`run_cli(*argv)`: `run_cli_inproc` with this test's captured output."""
+    return lambda *argv: run_cli_inproc(capsys, list(argv))
+
+
+def cxlnet_inproc(capsys, *args: str) -> tuple[int, str]:
+    """`run_cli_inproc` with stdout and stderr together: (exit code, output)."""
+    rc, out, err = run_cli_inproc(capsys, list(args))
+    return rc, out + err
 
 
 @pytest.fixture

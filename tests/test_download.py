@@ -273,7 +273,7 @@ def test_network_error_is_one_line(tmp_path, capsys):
                  registry=(dl.Dataset("toy", "", (entry,)),), console=quiet())
     assert rc == 1
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("error: download of http://127.0.0.1:")
+    assert len(err.splitlines()) == 1 and err.startswith("cxlnet download: error: download of http://127.0.0.1:")
     assert not list(tmp_path.rglob("dev.json"))
 
 

@@ -105,7 +105,7 @@ def test_golden_loss_curve(straight):
 
 
 def test_resume_continues_the_same_loss_curve(work, straight):
-    """Stopped at step 13, resumed from the in-loop step-10 checkpoint to 15, then from last.ckpt to 20:
+    """Stopped at step 13, resumed from the in-loop step-10 checkpoint for 5 steps to 15, then from last.ckpt to 20:
     data position, optimizer + LR state, RNG and memories restored -> the straight run's curve."""
     args = train_args(work, "resumed")
     run = work["runs"] / "pretrain" / "resumed"
@@ -115,7 +115,8 @@ def test_resume_continues_the_same_loss_curve(work, straight):
     assert ckpt["global_step"] == 13
     mems = ckpt["cxlnet_pretrain"]["mems"][0]
     assert len(mems) == 2 and mems[0].shape == (4, 16, 64) and mems[0].abs().sum() > 0
-    cxlnet_proc(*args, f"train.ckpt_path={run / 'checkpoints' / 'step-00000010.ckpt'}", "train.stop_after=15",
+    # train.stop_after counts this invocation's steps: from step 10, 5 more
+    cxlnet_proc(*args, f"train.ckpt_path={run / 'checkpoints' / 'step-00000010.ckpt'}", "train.stop_after=5",
                 cwd=work["root"])
     assert len(losses_of(run)) == 15
     cxlnet_proc(*args, cwd=work["root"])  # the same command again: resumes from last.ckpt

@@ -137,5 +137,5 @@ def test_span_bad_input_is_one_line(tmp_path, case):
                   check=False)
     expected = {"malformed": f"{bad}:2:18: malformed JSON", "no_id": "question 0: question has no 'id'",
                 "no_pretrained": "needs model.pretrained=", "empty_contexts": f"{bad}: no question gives a feature",
-                "bad_stride": "doc_stride >= 1"}[case]
+                "bad_stride": "task.doc_stride=0: expected a positive integer"}[case]
     assert expected in one_line_error(proc)

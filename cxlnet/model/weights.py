@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from cxlnet.errors import CxlnetError, atomic_write_bytes, atomic_write_json
+from cxlnet.errors import CxlnetError, atomic_write_bytes, atomic_write_json, load_tensors
 from cxlnet.model.config import XLNetConfig
 from cxlnet.model.provenance import TF_FORMAT, hf_format, summarise_load
 
@@ -164,10 +164,7 @@ def _read_hf_weights(directory: Path) -> dict[str, Tensor]:
         except Exception as err:  # noqa: BLE001 - corrupt file: one line
             raise CxlnetError(f"{st}: cannot read safetensors file: {err}") from None
     if pt.is_file():
-        try:
-            sd = torch.load(pt, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001
-            raise CxlnetError(f"{pt}: cannot read PyTorch weights (weights_only): {err}") from None
+        sd = load_tensors(pt, "PyTorch weights file")
         if not isinstance(sd, dict):
             raise CxlnetError(f"{pt}: expected a state dict, got {type(sd).__name__}")
         return sd

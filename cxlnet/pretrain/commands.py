@@ -17,20 +17,18 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
-import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import hydra
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from cxlnet.confdir import CONF_DIR
-from cxlnet.errors import CxlnetError, atomic_write_bytes, atomic_write_json, atomic_write_via
+from cxlnet.errors import CxlnetError, atomic_dir, atomic_write_bytes, atomic_write_json, atomic_write_via, load_tensors
 from cxlnet.paths import resolve_data_file
-from cxlnet.runs import chosen_architecture, hydra_job, load_reported, model_settings, run_dir, show_config
+from cxlnet.runs import (check_architecture, chosen_architecture, hydra_job, load_reported, model_settings, record_run,
+                         run_dir, show_config)
 from cxlnet.text import SPIECE_FILE, save_tokenizer, sha256_bytes
 
 log = logging.getLogger(__name__)
@@ -45,6 +43,7 @@ def vocab(cfg: DictConfig) -> Path:
 
     v = cfg.vocab
     inputs = [resolve_data_file(cfg.paths.data_dir, p) for p in v.inputs]
+    record_run(cfg, run_dir())
     output = Path(str(v.output)).expanduser()
     output.parent.mkdir(parents=True, exist_ok=True)
     model = train_vocab(
@@ -81,6 +80,7 @@ def data(cfg: DictConfig) -> dict:
         raise CxlnetError(f"data.part_mb={d.part_mb}: must be > 0")
     corpus = expand_corpus(list(d.corpus), lambda p: resolve_data_file(cfg.paths.data_dir, p))
     tokenizer = Tokenizer(resolve_data_file(cfg.paths.data_dir, d.spiece_model), lower=bool(d.lower))
+    record_run(cfg, run_dir())
     out_dir = Path(str(d.out_dir)).expanduser()
     workers = default_workers() if d.num_workers is None else int(d.num_workers)
     manifest = build_store(corpus, tokenizer, out_dir, num_shards=int(d.num_shards), num_workers=workers,
@@ -136,6 +136,7 @@ def build_model(cfg: DictConfig, vocab_size: int, store_desc: str = "the token s
         source = f"model.pretrained={cfg.model.pretrained}"
         model = load_reported(XLNetLMHeadModel, cfg.model.pretrained, chosen_architecture(cfg, vocab_size, **memory),
                               cfg.model.name, **run_settings)
+        check_architecture(cfg.model, model.config)
     if model.config.vocab_size != vocab_size:
         raise CxlnetError(f"{source}: vocab size {model.config.vocab_size} differs from the tokenizer's "
                           f"{vocab_size} ({store_desc})")
@@ -193,6 +194,49 @@ def _resume_path(cfg: DictConfig, out_dir: Path) -> Path | None:
     return path
 
 
+def _num_slices(cfg: DictConfig) -> int | None:
+    """Row slices of a stream batch (processes x accumulation), when the config fixes them."""
+    devices = cfg.hardware.devices
+    if isinstance(devices, int):
+        world = devices
+    elif OmegaConf.is_list(devices):
+        world = len(devices)
+    elif cfg.hardware.accelerator == "cpu":
+        world = 1
+    else:
+        return None  # `auto` on an accelerator: the restore checks it once the trainer knows
+    return world * int(cfg.hardware.get("num_nodes", 1)) * int(cfg.trainer.accumulate_grad_batches)
+
+
+def resume_state(cfg: DictConfig, out_dir: Path, store_path: Path) -> tuple[Path | None, dict | None]:
+    """The checkpoint this run resumes from and its contents, checked against the run's data and
+    row layout before anything is written: a truncated, foreign or code-executing file and a
+    resume on other data are one line each."""
+    from cxlnet.errors import load_tensors
+    from cxlnet.pretrain.corpus import TokenStore
+    from cxlnet.pretrain.module import STATE_KEY, check_resume, data_identity
+
+    ckpt = _resume_path(cfg, out_dir)
+    if ckpt is None:
+        return None, None
+    state = load_tensors(ckpt, "checkpoint", mmap=True)
+    info = state.get(STATE_KEY) if isinstance(state, dict) else None
+    if not isinstance(info, dict) or "global_step" not in state:
+        raise CxlnetError(f"{ckpt}: not a `cxlnet train` checkpoint (no {STATE_KEY} state)")
+    slices = _num_slices(cfg)
+    train_shards, _ = split_shards(cfg.data, TokenStore(store_path).num_shards)
+    data_cfg = OmegaConf.merge(cfg.data, {"store": str(store_path), "shards": train_shards})
+    identity = data_identity(data_cfg, slices or int(info["num_slices"]), int(cfg.seed))
+    check_resume(info, slices or int(info["num_slices"]), identity)
+    return ckpt, state
+
+
+def preflight(cfg: DictConfig, run: str | None) -> None:
+    """`cxlnet train`'s checks before Hydra creates or touches the run directory."""
+    if run is not None:
+        resume_state(cfg, Path(run), resolve_data_file(cfg.paths.data_dir, cfg.data.store))
+
+
 def train(cfg: DictConfig) -> dict:
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
@@ -208,20 +252,24 @@ def train(cfg: DictConfig) -> dict:
     store_path = resolve_data_file(cfg.paths.data_dir, cfg.data.store)
     store = TokenStore(store_path)
     vocab_size = int(store.manifest["vocab_size"])
-    show_config(cfg, out_dir)
-    tokenizer = record_tokenizer(store, store_path, out_dir)
-    tok_path = out_dir / SPIECE_FILE
-    write_store_record(cfg, out_dir, store)
-    ckpt = _resume_path(cfg, out_dir)
+    tok_path = out_dir / SPIECE_FILE  # the run's copy, written once the checks below pass
+    ckpt, state = resume_state(cfg, out_dir, store_path)
+    start_step = int(state["global_step"]) if state else 0
     pl.seed_everything(int(cfg.seed), workers=True)
     model = build_model(cfg, vocab_size, f"{tok_path}, store {store_path}")
+    show_config(cfg, out_dir)  # every refusal above leaves the run's record as it was
+    tokenizer = record_tokenizer(store, store_path, out_dir)
+    write_store_record(cfg, out_dir, store)
     if cfg.model.compile:
         model.compile()
     _warn_early_updates(cfg)
     train_shards, val_shards = split_shards(cfg.data, store.num_shards)
     data_cfg = OmegaConf.merge(cfg.data, {"store": str(store_path), "shards": train_shards})
+    # train.stop_after counts the steps of this invocation: the same command continues as far again
+    stop_at = None if cfg.train.stop_after is None else min(start_step + int(cfg.train.stop_after),
+                                                             int(cfg.train.max_steps))
     module = PretrainModule(model, cfg.optimizer, data_cfg, seed=int(cfg.seed), loss_log=out_dir / LOSS_LOG,
-                            stop_after=cfg.train.stop_after, mem_reset_every=cfg.get("mem_reset_every"),
+                            stop_after=stop_at, mem_reset_every=cfg.get("mem_reset_every"),
                             tokenizer=tokenizer, val_batches=validation_batches(data_cfg, val_shards, int(cfg.seed)),
                             monitor_cfg=cfg.monitor, val_log=out_dir / VAL_LOG)
 
@@ -243,7 +291,7 @@ def train(cfg: DictConfig) -> dict:
     trainer = build_trainer(
         cfg, out_dir, group=None, batch=batch, max_steps=int(cfg.train.max_steps), max_epochs=-1,
         enable_checkpointing=True, callbacks=callbacks, plugins=plugins, num_sanity_val_steps=0,
-        limit_val_batches=0, val_check_interval=None,
+        limit_val_batches=0, val_check_interval=None, csv_resume_step=start_step if ckpt else None,
     )
     if cfg.monitor.throughput:  # FLOPs of one micro-batch (its rows: the global batch over devices x accumulation)
         from cxlnet.pretrain.monitor import step_flops
@@ -257,8 +305,8 @@ def train(cfg: DictConfig) -> dict:
         raise CxlnetError(f"training interrupted at step {trainer.global_step}; run the same command to resume")
     trainer.save_checkpoint(out_dir / "checkpoints" / "last.ckpt")
     if trainer.global_step < int(cfg.train.max_steps):
-        log.info("stopped at step %d of %d (train.stop_after); run the same command to continue",
-                 trainer.global_step, int(cfg.train.max_steps))
+        log.info("stopped at step %d of %d (train.stop_after=%d); run the same command to train %d more steps",
+                 trainer.global_step, int(cfg.train.max_steps), int(cfg.train.stop_after), int(cfg.train.stop_after))
         return {}
     metrics = {}
     if trainer.is_global_zero:
@@ -395,16 +443,20 @@ def find_checkpoint(path_setting: str | Path) -> Path:
     return path
 
 
-def export_checkpoint(ckpt: str | Path, out_dir: str | Path) -> Path:
-    """A `cxlnet train` checkpoint (or run dir) -> Hugging Face `config.json` + `model.safetensors`."""
+def export_checkpoint(ckpt: str | Path, out_dir: str | Path, overwrite: bool = False) -> Path:
+    """A `cxlnet train` checkpoint (or run dir) -> Hugging Face `config.json` + `model.safetensors`,
+    built beside `out_dir` and renamed into place; an existing `out_dir` needs `overwrite`."""
+    with atomic_dir(out_dir, overwrite) as tmp:
+        _export_checkpoint(ckpt, tmp)
+    return Path(out_dir)
+
+
+def _export_checkpoint(ckpt: str | Path, out_dir: Path) -> Path:
     from cxlnet.model import XLNetConfig, XLNetLMHeadModel
     from cxlnet.pretrain.module import STATE_KEY
 
     ckpt = find_checkpoint(ckpt)
-    try:
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is a user error here
-        raise CxlnetError(f"{ckpt}: not a readable checkpoint ({str(err).splitlines()[0][:200]})") from None
+    state = load_tensors(ckpt, "checkpoint")
     info = state.get(STATE_KEY) if isinstance(state, dict) else None
     if info is None or "state_dict" not in state:
         raise CxlnetError(f"{ckpt}: not a `cxlnet train` checkpoint (no {STATE_KEY} state)")
@@ -439,16 +491,7 @@ def exported_checkpoint(ckpt: str | Path) -> Path:
     target = cache_dir() / "exported" / f"{ckpt.parent.parent.name}-{ckpt.stem}-{key}"
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        export_checkpoint(ckpt, tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    export_checkpoint(ckpt, target, overwrite=True)  # an incomplete earlier export is replaced
     log.info("exported %s -> %s", ckpt, target)
     return target
 
@@ -462,10 +505,11 @@ def export_main(argv: list[str]) -> int:
                     "or a `cxlnet train` checkpoint or run directory (its checkpoints/last.ckpt).")
     parser.add_argument("checkpoint", help="a sweep dir (summary.json), a finetune run dir, a `cxlnet train` "
                                            "run dir or a .ckpt file")
-    parser.add_argument("out_dir", help="output directory")
+    parser.add_argument("out_dir", help="output directory (refused if it exists and is not empty)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR (as a whole)")
     args = parser.parse_args(argv)
     from cxlnet.modelcard import export_any
 
-    out = export_any(args.checkpoint, args.out_dir)
+    out = export_any(args.checkpoint, args.out_dir, overwrite=args.overwrite)
     print(out)
     return 0

@@ -289,14 +289,7 @@ class PretrainModule(TrainModule):
         return {r * A + a: list(every[r, a].unbind(0)) for r in range(every.shape[0]) for a in range(A)}
 
     def data_identity(self) -> dict:
-        """What fixes the stream of batches: a resume with anything else here would continue at the
-        right step index of a different stream."""
-        from cxlnet.pretrain.corpus import TokenStore
-
-        manifest = TokenStore(self.data_cfg.store).manifest
-        stream = stream_kwargs(self.data_cfg, self.num_slices(), self.seed)
-        return {"stream": stream, "tokenizer_sha256": manifest["tokenizer"]["sha256"],
-                "shard_tokens": [int(s["tokens"]) for s in manifest["shards"]]}
+        return data_identity(self.data_cfg, self.num_slices(), self.seed)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[STATE_KEY] = {
@@ -310,22 +303,10 @@ class PretrainModule(TrainModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        from cxlnet.errors import CxlnetError
-
         state = checkpoint.get(STATE_KEY)
         if state is None:
             return
-        if int(state["num_slices"]) != self.num_slices():
-            raise CxlnetError(
-                f"the checkpoint was written with {state['num_slices']} row slices (devices x accumulation), "
-                f"this run has {self.num_slices()}: resume with the same layout so every memory meets its rows")
-        saved, now = state.get("data"), self.data_identity()
-        if saved is not None and saved != now:
-            diff = sorted(k for k in {**saved["stream"], **now["stream"]} if saved["stream"].get(k) != now["stream"].get(k))
-            what = ", ".join(f"{k} {saved['stream'].get(k)!r} -> {now['stream'].get(k)!r}" for k in diff) or \
-                "the token store (tokenizer or shards)"
-            raise CxlnetError(f"the checkpoint was trained on other data ({what}): resume with the data settings "
-                              f"and store it was written with, or start a new run_name")
+        check_resume(state, self.num_slices(), self.data_identity())
         self.data_start = int(state["data_step"])
         self.mems = {int(j): list(mems) for j, mems in state["mems"].items()}
         self._pending_rng = state["rng"]
@@ -334,6 +315,35 @@ class PretrainModule(TrainModule):
 
     def on_train_epoch_start(self) -> None:
         self._step_started = None
+
+
+def data_identity(data_cfg: DictConfig, num_slices: int, seed: int) -> dict:
+    """What fixes the stream of batches: a resume with anything else here would continue at the
+    right step index of a different stream."""
+    from cxlnet.pretrain.corpus import TokenStore
+
+    manifest = TokenStore(data_cfg.store).manifest
+    stream = stream_kwargs(data_cfg, num_slices, seed)
+    return {"stream": stream, "tokenizer_sha256": manifest["tokenizer"]["sha256"],
+            "shard_tokens": [int(s["tokens"]) for s in manifest["shards"]]}
+
+
+def check_resume(state: dict, num_slices: int, identity: dict) -> None:
+    """Refuse to resume a checkpoint's `STATE_KEY` state with another row layout or other data
+    (checked before the run starts, and again when Lightning restores the checkpoint)."""
+    from cxlnet.errors import CxlnetError
+
+    if int(state["num_slices"]) != num_slices:
+        raise CxlnetError(
+            f"the checkpoint was written with {state['num_slices']} row slices (devices x accumulate_grad_batches), "
+            f"this run has {num_slices}: resume with the same layout so every memory meets its rows")
+    saved, now = state.get("data"), identity
+    if saved is not None and saved != now:
+        diff = sorted(k for k in {**saved["stream"], **now["stream"]} if saved["stream"].get(k) != now["stream"].get(k))
+        what = ", ".join(f"{k} {saved['stream'].get(k)!r} -> {now['stream'].get(k)!r}" for k in diff) or \
+            "the token store (tokenizer or shards)"
+        raise CxlnetError(f"the checkpoint was trained on other data ({what}): resume with the data settings "
+                          f"and store it was written with, or start a new run_name")
 
 
 def lm_loss(logits: torch.Tensor, target: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:

@@ -67,11 +67,14 @@ class ReadStats:
     untrainable: int = 0  # questions whose first answer is unusable for training
     empty_context_paragraphs: int = 0
     empty_context_questions: int = 0
+    impossible: int = 0  # answers with an empty text or an offset no context can have (kept for eval)
     utf16_fixed_ids: list[str] = field(default_factory=list)
+    impossible_answers: list[str] = field(default_factory=list)  # "<question id> answer <n> (...)"
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("utf16_fixed_ids")
+        d.pop("impossible_answers")
         return d
 
 
@@ -88,14 +91,18 @@ def utf16_to_codepoint(text: str, offset: int) -> int | None:
 
 
 def fix_answer_start(context: str, text: str, start: int) -> tuple[int, str]:
-    """Return (start, status) with status 'ok', 'utf16' (offset converted), 'minus_one' or 'not_found'."""
-    if start is None or start < 0:
+    """Return (start, status) with status 'ok', 'utf16' (offset converted), 'minus_one',
+    'impossible' (an empty text, or an offset below -1 or that puts the text past the context's
+    end even in UTF-16 units) or 'not_found'."""
+    if start is None or start == -1:
         return -1, "minus_one"
-    if context[start : start + len(text)] == text and text:
+    if start < -1 or not text.strip() or start + len(text) > len(context.encode("utf-16-le")) // 2:
+        return start, "impossible"
+    if context[start : start + len(text)] == text:
         return start, "ok"
     if any(ord(c) > 0xFFFF for c in context[: start + 1]):
         fixed = utf16_to_codepoint(context, start)
-        if fixed is not None and text and context[fixed : fixed + len(text)] == text:
+        if fixed is not None and context[fixed : fixed + len(text)] == text:
             return fixed, "utf16"
     return start, "not_found"
 
@@ -160,6 +167,11 @@ def parse_squad(data: Any, source: str = "<json>") -> tuple[list[SpanExample], R
                         stats.start_minus_one += 1
                     elif status == "not_found":
                         stats.answer_not_found += 1
+                    elif status == "impossible":
+                        stats.impossible += 1
+                        stats.impossible_answers.append(
+                            f"{qa['id']} answer {n} (answer_start {start}, {len(text)}-char text, "
+                            f"{len(context)}-char context)")
                     answers.append({"text": text, "answer_start": start})
                     statuses.append(status)
                 ex = SpanExample(
@@ -179,6 +191,11 @@ def parse_squad(data: Any, source: str = "<json>") -> tuple[list[SpanExample], R
         source, stats.questions, stats.paragraphs, stats.utf16_fixed, stats.start_minus_one,
         stats.answer_not_found, stats.untrainable, stats.empty_context_paragraphs,
     )
+    if stats.impossible:
+        shown = stats.impossible_answers[:10]
+        more = f" and {stats.impossible - len(shown)} more" if stats.impossible > len(shown) else ""
+        log.warning("%s: %d answers with an impossible offset or text, kept for evaluation only: %s%s",
+                    source, stats.impossible, "; ".join(shown), more)
     return examples, stats
 
 
