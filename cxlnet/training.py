@@ -154,6 +154,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, group: str | None, **overrides
     """A Trainer for the chosen `hardware` and `logger`, with the rich progress bar."""
     from pytorch_lightning.callbacks import LearningRateMonitor, RichProgressBar
 
+    from cxlnet.launch import WeightsAgree, cpu_threads_per_job, job_devices
     from cxlnet.runs import single_run_argv_for_workers
 
     hw = cfg.hardware
@@ -165,12 +166,14 @@ def build_trainer(cfg: DictConfig, run_dir: Path, group: str | None, **overrides
     single_run_argv_for_workers()
     loggers = build_loggers(cfg, run_dir, group)
     callbacks = [RichProgressBar(leave=True)] if cfg.trainer.enable_progress_bar else []
+    cpu_threads_per_job(hw, cfg.get("launcher"))
     if loggers:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     tcfg = cfg.trainer
     kwargs = dict(
         accelerator=hw.accelerator,
-        devices=hw.devices,
+        devices=job_devices(hw, cfg.get("launcher")),
+        num_nodes=hw.num_nodes,
         precision=hw.precision,
         strategy=hw.strategy,
         logger=loggers or False,
@@ -188,6 +191,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, group: str | None, **overrides
         deterministic=hw.accelerator == "cpu",
     )
     kwargs.update(overrides)
+    kwargs["callbacks"] = [*kwargs["callbacks"], WeightsAgree()]
     return pl.Trainer(**kwargs)
 
 
