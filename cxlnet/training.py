@@ -158,8 +158,11 @@ def build_trainer(cfg: DictConfig, run_dir: Path, group: str | None, **overrides
     from cxlnet.runs import single_run_argv_for_workers
 
     hw = cfg.hardware
-    if hw.accelerator == "tpu":
-        require_torch_xla()
+    accelerator = hw.accelerator
+    if accelerator == "tpu":
+        from cxlnet.xla import xla_accelerator
+
+        accelerator = xla_accelerator()
     if hw.accelerator == "gpu" and not torch.cuda.is_available():
         raise CxlnetError("hardware=gpu: no CUDA GPU is visible to torch (torch.cuda.is_available() is False); "
                           "use hardware=cpu, or install a CUDA build of torch")
@@ -171,7 +174,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, group: str | None, **overrides
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     tcfg = cfg.trainer
     kwargs = dict(
-        accelerator=hw.accelerator,
+        accelerator=accelerator,
         devices=job_devices(hw, cfg.get("launcher")),
         num_nodes=hw.num_nodes,
         precision=hw.precision,
@@ -235,13 +238,6 @@ class TaskData(pl.LightningDataModule):
             dataset, batch_size=batch, shuffle=shuffle, drop_last=shuffle, num_workers=self.num_workers,
             generator=torch.Generator().manual_seed(self.seed),
         )
-
-
-def require_torch_xla() -> None:
-    try:
-        import torch_xla  # noqa: F401
-    except ImportError:
-        raise CxlnetError("hardware=tpu needs torch-xla: pip install 'cxlnet[tpu]' on a TPU VM") from None
 
 
 def metrics_path(run_dir: Path) -> Path:
