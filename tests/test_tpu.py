@@ -19,12 +19,11 @@ import torch
 
 from cxlnet.paths import sample_dir
 from cxlnet.pretrain.commands import read_losses
+from test_pretrain_train import work  # noqa: F401  (the token store fixture)
 
 # minutes per test: every run compiles its XLA graphs first
 pytestmark = [pytest.mark.tpu, pytest.mark.timeout(3600)]
 
-CORPUS = sample_dir() / "corpus" / "zh-hans.txt"
-HFL_SPIECE = sample_dir() / "pretrained" / "hfl-chinese-xlnet-base" / "spiece.model"
 SAMPLE_DEV = sample_dir() / "chnsenticorp" / "dev.tsv"
 STEPS, STOP = 12, 6
 TRAIN = [
@@ -47,26 +46,13 @@ def cxlnet(*args: str, cwd: Path) -> str:
     return out
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tpu")
-    corpus = root / "slice.txt"
-    corpus.write_text("".join(CORPUS.read_text(encoding="utf-8").splitlines(keepends=True)[:800]), encoding="utf-8")
-    env = {**os.environ, "WANDB_MODE": "disabled"}
-    subprocess.run([sys.executable, "-m", "cxlnet", "data", f"data.corpus=[{corpus}]",
-                    f"data.spiece_model={HFL_SPIECE}", f"data.out_dir={root / 'store'}", "data.num_shards=2",
-                    f"paths.output_dir={root / 'runs'}"], cwd=root, env=env, check=True, capture_output=True)
-    return root / "store"
+def train(work: dict, run_name: str, *extra: str) -> str:
+    return cxlnet("train", *TRAIN, f"data.store={work['store']}", f"paths.output_dir={work['runs']}",
+                  f"run_name={run_name}", *extra, cwd=work["root"])
 
 
-def train(store: Path, run_name: str, *extra: str) -> str:
-    root = store.parent
-    return cxlnet("train", *TRAIN, f"data.store={store}", f"paths.output_dir={root / 'runs'}",
-                  f"run_name={run_name}", *extra, cwd=root)
-
-
-def run_dir(store: Path, run_name: str) -> Path:
-    return store.parent / "runs" / "pretrain" / run_name
+def run_dir(work: dict, run_name: str) -> Path:
+    return work["runs"] / "pretrain" / run_name
 
 
 def losses_of(run: Path) -> list[float]:
@@ -75,25 +61,25 @@ def losses_of(run: Path) -> list[float]:
     return [loss for _, loss, _ in rows]
 
 
-def test_train_on_xla_falls_and_resumes_the_same_curve(store):
+def test_train_on_xla_falls_and_resumes_the_same_curve(work):  # noqa: F811
     """12 steps straight; then stopped at step 6 (checkpoint written through XLA's device-to-host
     copy) and the same command again: it resumes at step 6 with the optimizer, data position, RNG
     (the XLA generator's too: dropout runs on the device) and memories restored."""
-    train(store, "straight")
-    straight = run_dir(store, "straight")
+    train(work, "straight")
+    straight = run_dir(work, "straight")
     losses = losses_of(straight)
     assert len(losses) == STEPS
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.3, losses  # the LM loss falls
     assert json.loads((straight / "metrics.json").read_text())["steps"] == STEPS
     assert (straight / "model" / "model.safetensors").is_file()
 
-    resumed = run_dir(store, "resumed")
-    train(store, "resumed", f"train.stop_after={STOP}")
+    resumed = run_dir(work, "resumed")
+    train(work, "resumed", f"train.stop_after={STOP}")
     assert not (resumed / "metrics.json").exists()
     ckpt = torch.load(resumed / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["global_step"] == STOP
     assert len(losses_of(resumed)) == STOP
-    out = train(store, "resumed")
+    out = train(work, "resumed")
     assert "resuming from" in out
     again = losses_of(resumed)
     assert len(again) == STEPS
