@@ -24,12 +24,15 @@ COMMANDS = {
     "aggregate": ("cxlnet.sweep:main", "rebuild a sweep's summary.json (max (mean)) from its runs' metrics.json"),
     "download": ("cxlnet.download:main", "download and verify data sets and hfl files into the cache"),
     "table": ("cxlnet.table:main", "run | render the experiments/ tables (published vs cxlnet, max (mean))"),
-    "vocab": ("cxlnet.pretrain.commands:vocab_main", "train a SentencePiece vocabulary with Chinese-XLNet's settings"),
+    "vocab": ("cxlnet.pretrain.commands:vocab_main",
+              "train a SentencePiece vocabulary with Chinese-XLNet's settings; `vocab inspect TEXT`: its pieces"),
     "data": ("cxlnet.pretrain.commands:data_main", "encode a pre-training corpus into a sharded token store"),
     "train": ("cxlnet.pretrain.commands:train_main", "pre-train XLNet (permutation LM with memory; resumes)"),
     "export": ("cxlnet.pretrain.commands:export_main", "CKPT_OR_RUN_DIR OUT_DIR: checkpoint -> Hugging Face format"),
 }
 HYDRA_APPS = {"finetune", "eval", "predict", "vocab", "data", "train"}
+# `<command> <tool> ...`: plain argparse tools under a Hydra command's name.
+SUB_TOOLS = {("vocab", "inspect"): "cxlnet.vocab_inspect:main"}
 ENV_COMMAND = "CXLNET_COMMAND"
 
 
@@ -124,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cxlnet: error: unknown command {argv[0]!r}\n\n{usage()}", file=sys.stderr)
         return 2
     try:
+        if (command, argv[0] if argv else None) in SUB_TOOLS:
+            return int(_load(SUB_TOOLS[command, argv[0]])(argv[1:]) or 0)
         if command in HYDRA_APPS:
             os.environ[ENV_COMMAND] = command
             flags, overrides = split_hydra_args(argv)

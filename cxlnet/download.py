@@ -1,6 +1,7 @@
 """`cxlnet download`: fetch the full data sets and the hfl tokenizer/weights into the download cache.
 
     cxlnet download cmrc2018 drcd chnsenticorp hfl-tokenizer [--cache-dir DIR] [--force]
+    cxlnet download hfl-chinese-xlnet-mid [--allow-unverified]
     cxlnet download --list
 
 Files land in the cache (`cxlnet.paths.cache_dir()`, the same layout as the full data directory),
@@ -9,6 +10,11 @@ resumes with an HTTP Range request (or restarts when the server ignores Range); 
 git blob id, where that is what is published) is checked before the `.part` is renamed to its final
 name, so a final name never holds a partial or unverified-against-a-known-hash file. A file whose
 hash is not published is recorded as None in the registry and its computed sha256 is printed.
+
+hfl's published weights are pinned: every URL names a hub commit (not `main`), and each file has
+the sha256 of hfl's Git LFS pointer where one could be found (source cited at the constants). A
+weights file without a pinned sha256 is refused unless `--allow-unverified` is given, and is then
+downloaded with a loud warning and its sha256 printed: never accepted silently.
 
 `CXLNET_DOWNLOAD_BASE_URL` (or `--base-url`) replaces the scheme and host of every URL, keeping
 each file's path: a mirror with the same paths, or the tests' local server.
@@ -67,6 +73,9 @@ class Dataset:
     name: str
     description: str
     files: tuple[RemoteFile, ...]
+    # Published weights: a file with no pinned hash is refused unless the user passes
+    # --allow-unverified (and is then warned loudly), never accepted silently.
+    require_pins: bool = False
 
 
 _CMRC = "https://raw.githubusercontent.com/ymcui/cmrc2018/c0eb1b6ba219847457e6af3180da722bbeb656af/squad-style-data"
@@ -75,6 +84,20 @@ _WWM = "https://raw.githubusercontent.com/ymcui/Chinese-BERT-wwm/f6410cbd89c49de
 _HF = "https://huggingface.co/hfl"
 _SPIECE_SHA = "830e1e16012640ca728fd681f0077269cf5ba629c609951ecff7e1f7b5d497ae"
 _CONFIG_BASE_SHA = "0e44b8b6fea6866ef7741d166c8c3afed78a2eb2b0249b2233a29bab31a264a5"
+# Hub revisions (full commit ids) pinned in every hfl URL instead of `main`, as listed on the hub:
+#   https://huggingface.co/hfl/chinese-xlnet-base/tree/34b827684078f956411389834966eb55588f5254
+#   https://huggingface.co/hfl/chinese-xlnet-mid/tree/e103afe9441e257b0d55b78fbe1015805f384edb
+# (the latest commit of each, "add fast tokenizer config").
+BASE_REVISION = "34b827684078f956411389834966eb55588f5254"
+MID_REVISION = "e103afe9441e257b0d55b78fbe1015805f384edb"
+_BASE = f"{_HF}/chinese-xlnet-base/resolve/{BASE_REVISION}"
+_MID = f"{_HF}/chinese-xlnet-mid/resolve/{MID_REVISION}"
+# Git LFS pointer of chinese-xlnet-mid's pytorch_model.bin, last changed in commit 25d29b7 and the
+# same at MID_REVISION: "SHA256: 8da1b307...c68a" on
+#   https://huggingface.co/hfl/chinese-xlnet-mid/blob/25d29b7b8b522b5e04eebf8d1bb40a60be8e5329/pytorch_model.bin
+_MID_BIN_SHA = "8da1b307d5a7cb3decab6cce760c87d4a5e0ae524ca9903683148dc9eb71c68a"
+# Not found in any source we could read, so not pinned (refused without --allow-unverified):
+# chinese-xlnet-base/pytorch_model.bin, chinese-xlnet-mid/config.json, chinese-xlnet-mid/spiece.model.
 
 # Hashes and sizes from shared/data/SOURCES.md; None where no hash is published.
 REGISTRY: tuple[Dataset, ...] = (
@@ -111,27 +134,19 @@ REGISTRY: tuple[Dataset, ...] = (
                    )),
     )),
     Dataset("hfl-tokenizer", "hfl/chinese-xlnet-base SentencePiece model and config (Apache-2.0)", (
-        RemoteFile(f"{_HF}/chinese-xlnet-base/resolve/main/spiece.model",
-                   "pretrained/hfl-chinese-xlnet-base/spiece.model", _SPIECE_SHA, 691427),
-        RemoteFile(f"{_HF}/chinese-xlnet-base/resolve/main/config.json",
-                   "pretrained/hfl-chinese-xlnet-base/config.json", _CONFIG_BASE_SHA, 671),
-    )),
-    Dataset("hfl-chinese-xlnet-base", "hfl/chinese-xlnet-base weights, HF format (Apache-2.0; ~470 MB)", (
-        RemoteFile(f"{_HF}/chinese-xlnet-base/resolve/main/config.json",
-                   "pretrained/hfl-chinese-xlnet-base/config.json", _CONFIG_BASE_SHA, 671),
-        RemoteFile(f"{_HF}/chinese-xlnet-base/resolve/main/pytorch_model.bin",
-                   "pretrained/hfl-chinese-xlnet-base/pytorch_model.bin"),
-        RemoteFile(f"{_HF}/chinese-xlnet-base/resolve/main/spiece.model",
-                   "pretrained/hfl-chinese-xlnet-base/spiece.model", _SPIECE_SHA, 691427),
-    )),
-    Dataset("hfl-chinese-xlnet-mid", "hfl/chinese-xlnet-mid weights, HF format (Apache-2.0; ~1.2 GB)", (
-        RemoteFile(f"{_HF}/chinese-xlnet-mid/resolve/main/config.json",
-                   "pretrained/hfl-chinese-xlnet-mid/config.json"),
-        RemoteFile(f"{_HF}/chinese-xlnet-mid/resolve/main/pytorch_model.bin",
-                   "pretrained/hfl-chinese-xlnet-mid/pytorch_model.bin"),
-        RemoteFile(f"{_HF}/chinese-xlnet-mid/resolve/main/spiece.model",
-                   "pretrained/hfl-chinese-xlnet-mid/spiece.model"),
-    )),
+        RemoteFile(f"{_BASE}/spiece.model", "pretrained/hfl-chinese-xlnet-base/spiece.model", _SPIECE_SHA, 691427),
+        RemoteFile(f"{_BASE}/config.json", "pretrained/hfl-chinese-xlnet-base/config.json", _CONFIG_BASE_SHA, 671),
+    ), require_pins=True),
+    Dataset("hfl-chinese-xlnet-base", f"hfl/chinese-xlnet-base @ {BASE_REVISION[:7]}, HF format (Apache-2.0; ~470 MB)", (
+        RemoteFile(f"{_BASE}/config.json", "pretrained/hfl-chinese-xlnet-base/config.json", _CONFIG_BASE_SHA, 671),
+        RemoteFile(f"{_BASE}/pytorch_model.bin", "pretrained/hfl-chinese-xlnet-base/pytorch_model.bin"),
+        RemoteFile(f"{_BASE}/spiece.model", "pretrained/hfl-chinese-xlnet-base/spiece.model", _SPIECE_SHA, 691427),
+    ), require_pins=True),
+    Dataset("hfl-chinese-xlnet-mid", f"hfl/chinese-xlnet-mid @ {MID_REVISION[:7]}, HF format (Apache-2.0; ~840 MB)", (
+        RemoteFile(f"{_MID}/config.json", "pretrained/hfl-chinese-xlnet-mid/config.json"),
+        RemoteFile(f"{_MID}/pytorch_model.bin", "pretrained/hfl-chinese-xlnet-mid/pytorch_model.bin", _MID_BIN_SHA),
+        RemoteFile(f"{_MID}/spiece.model", "pretrained/hfl-chinese-xlnet-mid/spiece.model"),
+    ), require_pins=True),
 )
 
 
@@ -292,10 +307,33 @@ def _verify_present(path: Path, label: str, entry: RemoteFile | Member, reporter
     return False
 
 
+def unpinned_policy(dataset: Dataset, allow_unverified: bool) -> str:
+    if not dataset.require_pins:
+        return "note"
+    return "warn" if allow_unverified else "refuse"
+
+
+def refuse_unpinned(entry: RemoteFile) -> None:
+    """The error for a file of published weights whose sha256 cxlnet does not know."""
+    raise CxlnetError(f"{entry.dest}: no sha256 is pinned for this file ({entry.url}), so it cannot be verified; "
+                      f"pass --allow-unverified to download it anyway (its sha256 is printed)")
+
+
+def warn_unverified(reporter: _Reporter, dest: str, sha: str) -> None:
+    reporter.console.print(f"[bold red]WARNING: {dest} is NOT VERIFIED[/bold red] (no pinned sha256): got sha256 "
+                           f"{sha}; compare it with the hub's Git LFS pointer before trusting these weights",
+                           highlight=False, soft_wrap=True)
+
+
 def download_file(entry: RemoteFile, root: Path, *, force: bool = False, base_url: str | None = None,
-                  reporter: _Reporter | None = None) -> list[Path]:
-    """Fetch one registry entry into `root`; returns the final paths (the members for an archive)."""
+                  reporter: _Reporter | None = None, unpinned: str = "note") -> list[Path]:
+    """Fetch one registry entry into `root`; returns the final paths (the members for an archive).
+    An entry without any published hash is, by `unpinned`: "note" downloaded and its sha256
+    printed (data sets), "refuse" refused before downloading, "warn" downloaded with a loud warning
+    (published weights: see `unpinned_policy`)."""
     reporter = reporter or _Reporter()
+    if unpinned == "refuse" and not (entry.members or is_verifiable(entry)):
+        refuse_unpinned(entry)
     final = root / entry.dest
     outputs = [root / m.dest for m in entry.members] if entry.members else [final]
     if not force:
@@ -314,7 +352,10 @@ def download_file(entry: RemoteFile, root: Path, *, force: bool = False, base_ur
         part.unlink(missing_ok=True)
         raise CxlnetError(f"{problem} (from {url}; the partial file was deleted)")
     if not is_verifiable(entry):
-        reporter.info(f"{entry.dest}: no published hash to check; downloaded sha256 {sha}")
+        if unpinned == "warn":
+            warn_unverified(reporter, entry.dest, sha)
+        else:
+            reporter.info(f"{entry.dest}: no published hash to check; downloaded sha256 {sha}")
     os.replace(part, final)
 
     if entry.members:
@@ -360,15 +401,18 @@ def find_dataset(name: str, registry: Sequence[Dataset] = REGISTRY) -> Dataset:
 
 
 def download(names: Iterable[str], cache: str | Path | None = None, *, force: bool = False,
-             base_url: str | None = None, registry: Sequence[Dataset] = REGISTRY, console=None) -> list[Path]:
+             base_url: str | None = None, registry: Sequence[Dataset] = REGISTRY, console=None,
+             allow_unverified: bool = False) -> list[Path]:
     """Download the named datasets into `cache` (default: the download cache); raises CxlnetError at
     the first failure. Returns the final paths."""
     root = Path(cache).expanduser() if cache is not None else default_cache_dir()
     reporter = _Reporter(console)
     paths: list[Path] = []
     for name in names:
-        for entry in find_dataset(name, registry).files:
-            paths += download_file(entry, root, force=force, base_url=base_url, reporter=reporter)
+        dataset = find_dataset(name, registry)
+        for entry in dataset.files:
+            paths += download_file(entry, root, force=force, base_url=base_url, reporter=reporter,
+                                   unpinned=unpinned_policy(dataset, allow_unverified))
     return paths
 
 
@@ -382,6 +426,8 @@ def list_datasets(registry: Sequence[Dataset] = REGISTRY, console=None) -> None:
         for entry in ds.files:
             for e in entry.members or (entry,):
                 check = "sha256" if e.sha256 else ("git blob id" if e.git_blob else "nothing published")
+                if ds.require_pins and not (e.sha256 or e.git_blob or entry.members):
+                    check = "NOT PINNED: needs --allow-unverified"
                 table.add_row(ds.name, str(e.size) if e.size else "?", check, e.dest)
     reporter.console.print(table)
     for ds in registry:
@@ -398,6 +444,9 @@ def build_parser(registry: Sequence[Dataset] = REGISTRY) -> argparse.ArgumentPar
                     help="where to put the files (default $CXLNET_CACHE_DIR or ~/.cache/cxlnet)")
     ap.add_argument("--force", action="store_true", help="download again even if a verified copy is present")
     ap.add_argument("--list", action="store_true", help="list the datasets and their files")
+    ap.add_argument("--allow-unverified", action="store_true",
+                    help="download published weights whose sha256 is not pinned (with a loud warning) "
+                         "instead of refusing them")
     ap.add_argument("--base-url", default=None,
                     help=f"replace scheme and host of every URL (mirror); default ${BASE_URL_ENV}")
     return ap
@@ -425,9 +474,11 @@ def main(argv: list[str] | None = None, *, registry: Sequence[Dataset] = REGISTR
     reporter = _Reporter(console)
     failed = 0
     for name in dict.fromkeys(args.datasets):  # a failed file does not stop the others
-        for entry in find_dataset(name, registry).files:
+        dataset = find_dataset(name, registry)
+        for entry in dataset.files:
             try:
-                download_file(entry, root, force=args.force, base_url=args.base_url, reporter=reporter)
+                download_file(entry, root, force=args.force, base_url=args.base_url, reporter=reporter,
+                              unpinned=unpinned_policy(dataset, args.allow_unverified))
             except CxlnetError as err:
                 print(f"error: {err}", file=sys.stderr)
                 failed += 1

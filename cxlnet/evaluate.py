@@ -19,6 +19,7 @@ from cxlnet.confdir import CONF_DIR
 from cxlnet.errors import CxlnetError, atomic_write_text
 from cxlnet.finetune import build_task
 from cxlnet.paths import resolve_data_file
+from cxlnet.record import write_run_record
 from cxlnet.runs import hydra_job, model_loader, run_dir, show_config
 from cxlnet.text import Tokenizer
 from cxlnet.training import build_trainer, ensure_unfinished, write_metrics
@@ -132,28 +133,53 @@ def predict_labels(cfg: DictConfig, model, tokenizer: Tokenizer) -> list[dict]:
             for it, p in zip(items, probs)]
 
 
-def predict(cfg: DictConfig) -> list[dict]:
-    from rich.console import Console
+def predict_fillmask(cfg: DictConfig, model, tokenizer: Tokenizer) -> list[dict]:
+    from cxlnet.fillmask import fill_masks
+
+    summary = getattr(model, "load_summary", None)
+    if summary is not None and summary.heads.get("lm_loss") != "loaded":
+        log.warning("the checkpoint has no LM head bias (lm_loss.bias): predictions use the tied embedding alone")
+    return [{"id": it["id"], **fill_masks(model, tokenizer, it["text"], str(cfg.task.order), int(cfg.task.top_k))}
+            for it in read_inputs(cfg, ("text",))]
+
+
+def _table(rows: list[dict], title: str):
     from rich.table import Table
 
-    from cxlnet.model import XLNetForQuestionAnswering, XLNetForSequenceClassification
-
-    require_pretrained(cfg)
-    tokenizer = Tokenizer(resolve_data_file(cfg.paths.data_dir, cfg.model.spiece_model))
-    load = model_loader(cfg, tokenizer.vocab_size)
-    if cfg.task.kind == "span":
-        rows = predict_spans(cfg, load(XLNetForQuestionAnswering).eval(), tokenizer)
-    else:
-        rows = predict_labels(cfg, load(XLNetForSequenceClassification, num_labels=cfg.task.num_labels).eval(),
-                              tokenizer)
-    table = Table(title=f"{cfg.task.name} predictions")
+    table = Table(title=title)
     for column in rows[0]:
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*(str(v) for v in row.values()))
-    Console().print(table)
+    return table
+
+
+def predict(cfg: DictConfig) -> list[dict]:
+    from rich.console import Console
+
+    from cxlnet.model import XLNetForQuestionAnswering, XLNetForSequenceClassification, XLNetLMHeadModel
+
+    require_pretrained(cfg)
+    tokenizer = Tokenizer(resolve_data_file(cfg.paths.data_dir, cfg.model.spiece_model))
+    load = model_loader(cfg, tokenizer.vocab_size)
+    if cfg.task.kind == "fillmask":
+        from cxlnet.fillmask import render
+
+        rows = predict_fillmask(cfg, load(XLNetLMHeadModel).eval(), tokenizer)
+        Console().print(render(rows))
+    else:
+        if cfg.task.kind == "span":
+            rows = predict_spans(cfg, load(XLNetForQuestionAnswering).eval(), tokenizer)
+        else:
+            rows = predict_labels(cfg, load(XLNetForSequenceClassification, num_labels=cfg.task.num_labels).eval(),
+                                  tokenizer)
+        Console().print(_table(rows, f"{cfg.task.name} predictions"))
     if cfg.predict.output:
-        atomic_write_text(cfg.predict.output, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        output = Path(cfg.predict.output)
+        atomic_write_text(output, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        inputs = {"input": cfg.predict.input} if cfg.predict.input else {}
+        write_run_record(output.with_name(output.name + ".run_record.json"), inputs, tokenizer.path,
+                         accelerator=cfg.hardware.accelerator, devices=cfg.hardware.devices)
     return rows
 
 

@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 from cxlnet.confdir import CONF_DIR
 from cxlnet.errors import CxlnetError
 from cxlnet.paths import resolve_data_file, resolve_data_files
+from cxlnet.record import write_run_record
 from cxlnet.runs import hydra_job, model_loader, run_dir, show_config, sweep_dir, sweep_group
 from cxlnet.text import Tokenizer
 from cxlnet.training import build_trainer, close_loggers, ensure_unfinished, write_metrics
@@ -37,8 +38,10 @@ def build_task(cfg: DictConfig, out_dir, train: bool = True):
         raise CxlnetError(f"task.kind={cfg.task.kind!r}: expected one of {', '.join(TASK_KINDS)}")
 
     tokenizer = Tokenizer(resolve_data_file(cfg.paths.data_dir, cfg.model.spiece_model))
+    files = task_files(cfg, train)
+    write_run_record(out_dir, files, tokenizer.path, accelerator=cfg.hardware.accelerator, devices=cfg.hardware.devices)
     package = importlib.import_module(TASK_KINDS[cfg.task.kind])
-    module, data = package.build(cfg, tokenizer, model_loader(cfg, tokenizer.vocab_size), task_files(cfg, train))
+    module, data = package.build(cfg, tokenizer, model_loader(cfg, tokenizer.vocab_size), files)
     module.output_dir = out_dir
     return tokenizer, module, data
 

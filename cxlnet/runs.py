@@ -154,6 +154,45 @@ def resolve_pretrained(path_setting: str) -> Path:
     return path
 
 
+def pretrained_origin(path_setting: str) -> str:
+    """Where `model.pretrained` points, in words (the same cases as `resolve_pretrained`)."""
+    from cxlnet.paths import cache_dir
+
+    path = Path(path_setting).expanduser()
+    if not path.exists() and str(path_setting).startswith("hfl/"):
+        return f"published hfl weights (`cxlnet download` copy in {cache_dir() / 'pretrained'})"
+    if path.is_dir() and (path / "model" / "config.json").is_file():
+        return f"cxlnet run dir ({path / 'model'})"
+    if path.is_dir() and (path / "checkpoints" / "last.ckpt").is_file() and not (path / "config.json").is_file():
+        return f"pre-training checkpoint ({path / 'checkpoints' / 'last.ckpt'}, exported to the cache)"
+    if path.is_file() and path.suffix == ".ckpt":
+        return f"pre-training checkpoint ({path}, exported to the cache)"
+    return f"weights directory or TF checkpoint ({path})"
+
+
+def load_reported(cls, path_setting: str, chosen: dict | None, chosen_name: str, **kwargs):
+    """`cls.from_pretrained(resolve_pretrained(path_setting), **kwargs)` that prints the provenance
+    report (format, architecture vs `model=<chosen_name>`, tensors, heads) and logs it in one line."""
+    from rich.console import Console
+
+    from cxlnet.model.provenance import one_line as summary_line
+    from cxlnet.model.provenance import report
+
+    model = cls.from_pretrained(resolve_pretrained(path_setting), **kwargs)
+    summary = model.load_summary
+    Console().print(report(summary, str(path_setting), pretrained_origin(path_setting), chosen, chosen_name))
+    log.info("%s", summary_line(summary, str(path_setting)))
+    return model
+
+
+def chosen_architecture(cfg: DictConfig, **overrides) -> dict:
+    """The architecture `model=` asks for (with `model.config` and `overrides` applied)."""
+    from cxlnet.model import XLNetConfig
+
+    fields = {**OmegaConf.to_container(cfg.model.config, resolve=True), **overrides}
+    return XLNetConfig.named(cfg.model.size, **fields).to_dict()
+
+
 def model_loader(cfg: DictConfig, vocab_size: int):
     """A function building `cls` from `model.pretrained`, or randomly initialised when it is unset."""
     from cxlnet.model import XLNetConfig
@@ -166,7 +205,8 @@ def model_loader(cfg: DictConfig, vocab_size: int):
             log.warning("model.pretrained is not set: XLNet-%s starts from random initialisation", cfg.model.name)
             model = cls(XLNetConfig.named(cfg.model.size, **overrides), **head_kwargs)
         else:
-            model = cls.from_pretrained(resolve_pretrained(cfg.model.pretrained), **overrides, **head_kwargs)
+            model = load_reported(cls, cfg.model.pretrained, chosen_architecture(cfg, vocab_size=vocab_size),
+                                  cfg.model.name, **overrides, **head_kwargs)
         if model.config.vocab_size != vocab_size:
             raise CxlnetError(
                 f"model vocab size {model.config.vocab_size} differs from the tokenizer's {vocab_size} "

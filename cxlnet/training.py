@@ -129,6 +129,8 @@ class TrainModule(pl.LightningModule):
 def build_loggers(cfg: DictConfig, run_dir: Path, group: str | None) -> list:
     from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
+    from cxlnet.record import record_for_wandb
+
     kind = cfg.logger.kind
     if kind == "none":
         return []
@@ -144,7 +146,7 @@ def build_loggers(cfg: DictConfig, run_dir: Path, group: str | None) -> list:
                 group=cfg.logger.group or group or cfg.run_name,
                 tags=list(cfg.logger.tags),
                 save_dir=str(run_dir),
-                config=OmegaConf.to_container(cfg, resolve=True),
+                config={**OmegaConf.to_container(cfg, resolve=True), **record_for_wandb(run_dir)},
             ),
         ]
     raise CxlnetError(f"logger.kind={kind!r}: expected csv, wandb or none")

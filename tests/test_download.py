@@ -3,6 +3,7 @@ the shipped sample files, with Range support that each test can switch off, cut 
 from __future__ import annotations
 
 import hashlib
+import re
 import io
 import threading
 import zipfile
@@ -321,8 +322,16 @@ def test_real_registry():
     assert unknown == {"drcd/train.json", "drcd/test.json", "chnsenticorp/test.tsv",
                        "pretrained/hfl-chinese-xlnet-base/pytorch_model.bin",
                        "pretrained/hfl-chinese-xlnet-mid/config.json",
-                       "pretrained/hfl-chinese-xlnet-mid/pytorch_model.bin",
                        "pretrained/hfl-chinese-xlnet-mid/spiece.model"}
+    # hfl's LFS pointer of chinese-xlnet-mid/pytorch_model.bin (see the comment in download.py)
+    assert seen["pretrained/hfl-chinese-xlnet-mid/pytorch_model.bin"] == \
+        "8da1b307d5a7cb3decab6cce760c87d4a5e0ae524ca9903683148dc9eb71c68a"
+    # every hfl file comes from a pinned hub commit, never from a moving branch
+    for ds in dl.REGISTRY:
+        if ds.name.startswith("hfl"):
+            assert ds.require_pins
+            for entry in ds.files:
+                assert re.search(r"/resolve/[0-9a-f]{40}/", entry.url), entry.url
     # The shipped sample copies of the tokenizer files verify against the registry.
     for rel in ("pretrained/hfl-chinese-xlnet-base/spiece.model", "pretrained/hfl-chinese-xlnet-base/config.json"):
         assert sha((SAMPLE / rel).read_bytes()) == seen[rel]
@@ -356,3 +365,22 @@ def test_main_reports_each_failed_file_and_goes_on(server, tmp_path, capsys):
     assert (tmp_path / "drcd/dev.json").read_bytes() == data
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and "DRCD_training.json failed: HTTP 404" in err[0] and "2 files failed" in err[2]
+
+
+def test_unpinned_weights_are_refused_unless_allowed_loudly(server, tmp_path, capsys):
+    pinned_data, pinned = serve(server, "pretrained/hfl-chinese-xlnet-base/config.json", "/hfl/r/config.json")
+    data, loose = serve(server, "pretrained/hfl-chinese-xlnet-base/spiece.model", "/hfl/r/pytorch_model.bin")
+    loose = replace(loose, dest="pretrained/x/pytorch_model.bin", sha256=None, size=None)
+    registry = (dl.Dataset("weights", "", (pinned, loose), require_pins=True),)
+    args = ["weights", "--cache-dir", str(tmp_path), "--base-url", server.base_url]
+    assert dl.main(args, registry=registry, console=quiet()) == 1
+    err = capsys.readouterr().err
+    assert "pretrained/x/pytorch_model.bin: no sha256 is pinned" in err and "--allow-unverified" in err
+    assert not (tmp_path / loose.dest).exists() and [p for p, _ in server.requests] == ["/hfl/r/config.json"]
+    assert (tmp_path / pinned.dest).read_bytes() == pinned_data  # the verifiable file still came
+
+    console = quiet()
+    assert dl.main([*args, "--allow-unverified"], registry=registry, console=console) == 0
+    out = console.file.getvalue()
+    assert f"WARNING: {loose.dest} is NOT VERIFIED" in out and sha(data) in out
+    assert (tmp_path / loose.dest).read_bytes() == data

@@ -1,6 +1,7 @@
 """`cxlnet finetune` end to end on the shipped ChnSentiCorp sample, through the real CLI."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -63,6 +64,10 @@ def test_seed_sweep_writes_metrics_and_summary(small):
     assert "max (mean)" in proc.stdout
     assert (sweep / "seed=0" / "model" / "config.json").is_file()
     assert (sweep / "seed=0" / "config.yaml").is_file()
+    rec = json.loads((sweep / "seed=0" / "run_record.json").read_text())
+    assert sorted(rec["data"]) == ["dev", "train"] and rec["data"]["dev"]["path"] == str(small["dev"])
+    assert rec["data"]["dev"]["sha256"] == hashlib.sha256(small["dev"].read_bytes()).hexdigest()
+    assert rec["tokenizer"]["path"].endswith("spiece.model") and rec["versions"]["cxlnet"]
 
 
 def test_sweep_over_more_than_the_seed_gives_each_job_its_directory(small):
@@ -202,6 +207,7 @@ def test_wandb_offline_needs_no_network(small, tmp_path):
         data = offline.read_bytes()
         assert f"chnsenticorp-tiny-seed{seed}".encode() in data
         assert f"chnsenticorp-tiny-{sweep.name}".encode() in data  # the sweep's group
+        assert b"run_record" in data and b"sentencepiece" in data  # the run record is in W&B's config
         assert (run / "metrics.json").is_file()
 
 

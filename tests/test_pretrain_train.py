@@ -180,6 +180,12 @@ def test_export_loads_in_transformers(work, straight, capsys):
     with torch.no_grad():
         assert torch.allclose(hf(ids).logits, ours(ids).logits, atol=1e-4)
     assert (straight / "model" / "spiece.model").is_file()
+    card = (out / "README.md").read_text(encoding="utf-8")
+    last10 = json.loads((straight / "metrics.json").read_text())["metrics"]["last10_loss"]
+    assert "model-index:" in card and "type: fill-mask" in card and f"value: {round(last10, 4)}" in card
+    rec = json.loads((straight / "run_record.json").read_text())  # the run record of a pre-training run
+    assert {"store/store.json", "store/shard-00000.ids.npy", "store/shard-00001.sent.npy"} <= set(rec["data"])
+    assert rec["tokenizer"]["sha256"] == json.loads((work["store"] / "store.json").read_text())["tokenizer"]["sha256"]
 
 
 def test_finetune_loads_run_dir_and_checkpoint(work, straight, monkeypatch, tmp_path):

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from cxlnet.errors import CxlnetError, atomic_write_bytes, atomic_write_json
 from cxlnet.model.config import XLNetConfig
+from cxlnet.model.provenance import TF_FORMAT, hf_format, summarise_load
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +195,9 @@ def load_pretrained(cls, path: str | Path, **overrides: Any):
         kwargs = _model_kwargs(cls, {**cfg_raw.extra}, overrides)
         config = cfg_raw.replace(**overrides) if overrides else cfg_raw
         model = cls(config, **kwargs)
-        load_hf_state_dict(model, _read_hf_weights(path), str(path))
+        weights = _read_hf_weights(path)
+        load_hf_state_dict(model, weights, str(path))
+        model.load_summary = summarise_load(model, weights, *hf_format(path), cfg_raw)
         return model
     return _load_tf(cls, path, overrides)
 
@@ -298,7 +301,9 @@ def _load_tf(cls, path: Path, overrides: dict[str, Any]):
     config = XLNetConfig.from_dict({**raw, **overrides}, source=str(cfg_path))
     variables = read_tf_checkpoint(prefix)
     model = cls(config, **kwargs)
-    load_hf_state_dict(model, tf_to_hf(variables, config, str(prefix)), str(prefix))
+    weights = tf_to_hf(variables, config, str(prefix))
+    load_hf_state_dict(model, weights, str(prefix))
+    model.load_summary = summarise_load(model, weights, TF_FORMAT, prefix, XLNetConfig.from_dict(raw, str(cfg_path)))
     return model
 
 

@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from cxlnet.confdir import CONF_DIR
 from cxlnet.errors import CxlnetError, atomic_write_json, atomic_write_via
 from cxlnet.paths import resolve_data_file
-from cxlnet.runs import hydra_job, resolve_pretrained, run_dir, show_config
+from cxlnet.runs import chosen_architecture, hydra_job, load_reported, run_dir, show_config
 
 log = logging.getLogger(__name__)
 
@@ -124,11 +124,24 @@ def build_model(cfg: DictConfig, vocab_size: int, store_desc: str = "the token s
         source = f"XLNet-{cfg.model.size} config"
     else:
         source = f"model.pretrained={cfg.model.pretrained}"
-        model = XLNetLMHeadModel.from_pretrained(resolve_pretrained(cfg.model.pretrained), **overrides)
+        model = load_reported(XLNetLMHeadModel, cfg.model.pretrained,
+                              chosen_architecture(cfg, **{"vocab_size": vocab_size, **overrides}), cfg.model.name, **overrides)
     if model.config.vocab_size != vocab_size:
         raise CxlnetError(f"{source}: vocab size {model.config.vocab_size} differs from the tokenizer's "
                           f"{vocab_size} ({store_desc})")
     return model
+
+
+def write_store_record(cfg: DictConfig, out_dir: Path, store) -> None:
+    """The run record of a pre-training run: every file of the token store and its tokenizer."""
+    from cxlnet.pretrain.corpus import MANIFEST
+    from cxlnet.record import write_run_record
+
+    names = [MANIFEST, "start_pieces.npy"] + [s[k] for s in store.manifest["shards"] for k in ("ids", "sent")]
+    files = {f"store/{name}": store.dir / name for name in names if (store.dir / name).is_file()}
+    tok = Path(store.manifest.get("tokenizer", {}).get("path", ""))
+    write_run_record(out_dir, files, tok if tok.is_file() else None,
+                     accelerator=cfg.hardware.accelerator, devices=cfg.hardware.devices)
 
 
 def _resume_path(cfg: DictConfig, out_dir: Path) -> Path | None:
@@ -164,6 +177,7 @@ def train(cfg: DictConfig) -> dict:
     vocab_size = int(store.manifest["vocab_size"])
     tok_path = store.manifest.get("tokenizer", {}).get("path", "?")
     show_config(cfg, out_dir)
+    write_store_record(cfg, out_dir, store)
     ckpt = _resume_path(cfg, out_dir)
     pl.seed_everything(int(cfg.seed), workers=True)
     model = build_model(cfg, vocab_size, f"{tok_path}, store {store_path}")
@@ -326,12 +340,16 @@ def exported_checkpoint(ckpt: str | Path) -> Path:
 def export_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="cxlnet export",
-        description="Turn a `cxlnet train` checkpoint (or run directory: its checkpoints/last.ckpt) into "
-                    "Hugging Face format (config.json + model.safetensors, loadable by "
-                    "transformers.XLNetLMHeadModel).")
-    parser.add_argument("checkpoint", help="a .ckpt file or a `cxlnet train` run directory")
+        description="Write a publishable model directory: Hugging Face format (config.json + "
+                    "model.safetensors, loadable by transformers), spiece.model and a model card (README.md "
+                    "with a model-index, max (mean) over seeds), from a fine-tuning sweep or run directory, "
+                    "or a `cxlnet train` checkpoint or run directory (its checkpoints/last.ckpt).")
+    parser.add_argument("checkpoint", help="a sweep dir (summary.json), a finetune run dir, a `cxlnet train` "
+                                           "run dir or a .ckpt file")
     parser.add_argument("out_dir", help="output directory")
     args = parser.parse_args(argv)
-    out = export_checkpoint(args.checkpoint, args.out_dir)
+    from cxlnet.modelcard import export_any
+
+    out = export_any(args.checkpoint, args.out_dir)
     print(out)
     return 0
