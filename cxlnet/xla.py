@@ -24,12 +24,12 @@ def require_torch_xla() -> None:
 def pjrt_device_count() -> int:
     """Devices of the configured PJRT runtime on this host, without starting the runtime (Lightning
     asks before it spawns one process per device)."""
-    from torch_xla._internal import tpu
-
     device = os.environ.get("PJRT_DEVICE", "TPU").upper()
     if device == "CPU":
         return int(os.environ.get("CPU_NUM_DEVICES", "1"))
     if device == "TPU":
+        from torch_xla._internal import tpu
+
         return tpu.num_available_devices()
     raise CxlnetError(f"PJRT_DEVICE={device}: hardware=tpu runs on PJRT_DEVICE=TPU (a TPU VM) or CPU")
 

@@ -115,3 +115,29 @@ def test_two_nodes_train_and_agree_on_the_weights(tmp_path):
     assert sums[0][0][1] == sums[1][0][1]
     assert "weights agree across 2 processes on 2 node(s)" in outs[0]
     assert (tmp_path / "node0" / "metrics.json").is_file() and not (tmp_path / "node1" / "metrics.json").exists()
+
+
+def test_tpu_without_torch_xla_is_one_clear_line(monkeypatch, tmp_path):
+    from cxlnet.errors import CxlnetError
+    from cxlnet.training import build_trainer
+
+    monkeypatch.setitem(sys.modules, "torch_xla", None)  # as in an environment without the tpu extra
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("finetune", overrides=["hardware=tpu", "logger=none"])
+    with pytest.raises(CxlnetError, match=r"hardware=tpu needs torch-xla: pip install 'cxlnet\[tpu\]'"):
+        build_trainer(cfg, tmp_path, group=None)
+
+
+def test_xla_devices_come_from_the_pjrt_runtime(monkeypatch):
+    """Lightning counts TPU chips only; under PJRT_DEVICE=CPU the XLA devices are the host's."""
+    from cxlnet.errors import CxlnetError
+    from cxlnet.xla import pjrt_device_count
+
+    monkeypatch.setenv("PJRT_DEVICE", "CPU")
+    monkeypatch.delenv("CPU_NUM_DEVICES", raising=False)
+    assert pjrt_device_count() == 1
+    monkeypatch.setenv("CPU_NUM_DEVICES", "3")
+    assert pjrt_device_count() == 3
+    monkeypatch.setenv("PJRT_DEVICE", "CUDA")
+    with pytest.raises(CxlnetError, match="PJRT_DEVICE=CUDA"):
+        pjrt_device_count()
