@@ -49,12 +49,13 @@ bench: install  ## cxlnet vs transformers, side by side (CPU always, GPU when pr
 	$(BIN)/python -m benchmarks.run
 
 TABLES ?= experiments/
-reproduce-table: install  ## run every row of $(TABLES) (seeds already done are kept) and regenerate experiments/RESULTS.md
-	$(BIN)/cxlnet table run $(TABLES)
+PROFILE ?= paper
+reproduce-table: install  ## run every row of $(TABLES) with PROFILE=paper|smoke (finished seeds are kept) and render the tables
+	$(BIN)/cxlnet table run $(TABLES) --profile $(PROFILE)
 
 pretrain-demo: install  ## pre-train a tiny XLNet on the shipped corpus sample: vocab + data + train (CPU, a few minutes)
 	$(BIN)/cxlnet vocab vocab.vocab_size=8000
-	$(BIN)/cxlnet data
+	$(BIN)/cxlnet data data.if_exists=overwrite
 	$(BIN)/cxlnet train experiment=pretrain_demo
 
 clean:  ## remove build outputs (keeps runs/)

@@ -4,6 +4,7 @@
     python -m benchmarks.run --quick            # tiny shapes, a few steps: a smoke test
     python -m benchmarks.run --only cpu-span    # one row (or a prefix: --only gpu-mid, --only data)
     python -m benchmarks.run --data-dir ../shared/data   # data rows on the full data sets
+    python -m benchmarks.run --only data-scale  # `cxlnet data` + loader on 10 MB / 100 MB / 1 GB corpora
 
 Both sides get the same config, the same weights (copied with cxlnet.model.weights), the same batch,
 precision and optimizer; warm-up steps are excluded; the figure is the median step time over the
@@ -34,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmarks import data_scale
 from cxlnet.model import XLNet, XLNetConfig, XLNetForSequenceClassification, XLNetLMHeadModel
 from cxlnet.model.weights import to_hf_state_dict
 
@@ -545,7 +547,10 @@ def versions() -> str:
             f"Python {platform.python_version()}")
 
 
-def record(rows: list[dict], argv: list[str], notes: list[str], path: Path = RESULTS) -> None:
+def record(rows: list[dict], argv: list[str], notes: list[str], path: Path = RESULTS,
+           extra: list[str] = ()) -> None:
+    """Append a section: the command, device, versions, notes, the table of `rows` (when any) and
+    `extra` markdown blocks."""
     from cxlnet.errors import atomic_write_text
 
     cmd = "python -m benchmarks.run" + ("" if not argv else " " + shlex.join(argv))
@@ -556,7 +561,8 @@ def record(rows: list[dict], argv: list[str], notes: list[str], path: Path = RES
         f"- device: {device_line()}",
         f"- versions: {versions()}",
         *[f"- {n}" for n in notes], "",
-        markdown_table(rows), "",
+        *([markdown_table(rows), ""] if rows else []),
+        *[block + "\n" for block in extra],
     ])
     old = path.read_text(encoding="utf-8") if path.is_file() else (
         "# Benchmark results\n\nAppended by `python -m benchmarks.run` (one section per run; see README.md "
@@ -582,6 +588,14 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--no-data", action="store_true", help="skip the data rows")
     p.add_argument("--profile", action="store_true", help="print a torch.profiler op table per variant")
     p.add_argument("--steps", type=int, default=None, help="timed steps per variant (default 12 CPU / 20 GPU)")
+    p.add_argument("--scale-mb", default=None, help="data-scale corpus sizes in MB, comma-separated "
+                                                    "(default 10,100,1000; --quick: 2)")
+    p.add_argument("--scratch", default=None, help="where data-scale writes its corpora and stores (default: the "
+                                                   "system temp dir; removed after)")
+    p.add_argument("--baseline-rev", default=data_scale.DEFAULT_BASELINE,
+                   help="git revision whose encoder and loader data-scale compares with ('' : none)")
+    p.add_argument("--baseline-max-mb", type=float, default=100,
+                   help="largest corpus the baseline encoder runs on (it needs ~12 bytes of RAM per byte of text)")
     return p.parse_args(argv)
 
 
@@ -628,14 +642,30 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(f"  {s.name}: {time.perf_counter() - t0:.1f} s", flush=True)
     if not args.no_data:
         rows += data_rows(args.data_dir, args.quick, args.only)
-    notes.append("CPU rows: fp32, torch default threads; data rows: single process (pure Python/numpy)")
-
-    print_table(rows, "cxlnet vs transformers — training step = forward + backward + AdamW "
-                      "(speed × = transformers time / cxlnet time)")
+    if rows:
+        notes.append("CPU rows: fp32, torch default threads; data rows: single process (pure Python/numpy)")
+        print_table(rows, "cxlnet vs transformers — training step = forward + backward + AdamW "
+                          "(speed × = transformers time / cxlnet time)")
+    extra, scale_rows = [], []
+    if not args.no_data and _selected("data-scale", args.only):
+        scale_rows, scale_notes = run_data_scale(args)
+        notes += scale_notes
+        extra.append("data-scale: `cxlnet data` and the loader vs corpus size (speed × = MB/s / baseline MB/s)\n\n"
+                     + data_scale.markdown(scale_rows))
+        print(extra[-1])
     if not args.no_record:
-        record(rows, argv, notes)
+        record(rows, argv, notes, extra=extra)
         print(f"appended to {RESULTS.relative_to(REPO)}")
-    return rows
+    return rows + scale_rows
+
+
+def run_data_scale(args) -> tuple[list[dict], list[str]]:
+    from cxlnet.paths import resolve_data_file, sample_dir
+
+    sizes = [float(x) for x in (args.scale_mb or ("2" if args.quick else "10,100,1000")).split(",")]
+    spiece = resolve_data_file(args.data_dir, "pretrained/hfl-chinese-xlnet-base/spiece.model")
+    return data_scale.run(sizes, spiece, sample_dir() / "corpus" / "zh-hans.txt", args.scratch,
+                          args.baseline_rev or None, args.baseline_max_mb, steps=5 if args.quick else 50)
 
 
 if __name__ == "__main__":

@@ -18,9 +18,8 @@ from omegaconf import DictConfig
 from cxlnet.confdir import CONF_DIR
 from cxlnet.errors import CxlnetError, atomic_write_text
 from cxlnet.finetune import build_task
-from cxlnet.paths import resolve_data_file
 from cxlnet.record import write_run_record
-from cxlnet.runs import hydra_job, model_loader, run_dir, show_config
+from cxlnet.runs import hydra_job, model_loader, resolve_spiece, run_dir, show_config
 from cxlnet.text import Tokenizer
 from cxlnet.training import build_trainer, ensure_unfinished, write_metrics
 
@@ -160,7 +159,7 @@ def predict(cfg: DictConfig) -> list[dict]:
     from cxlnet.model import XLNetForQuestionAnswering, XLNetForSequenceClassification, XLNetLMHeadModel
 
     require_pretrained(cfg)
-    tokenizer = Tokenizer(resolve_data_file(cfg.paths.data_dir, cfg.model.spiece_model))
+    tokenizer = Tokenizer(resolve_spiece(cfg))
     load = model_loader(cfg, tokenizer.vocab_size)
     if cfg.task.kind == "fillmask":
         from cxlnet.fillmask import render

@@ -8,14 +8,16 @@ import time
 
 import hydra
 import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from cxlnet.confdir import CONF_DIR
 from cxlnet.errors import CxlnetError
-from cxlnet.paths import resolve_data_file, resolve_data_files
+from cxlnet.paths import resolve_data_files
 from cxlnet.record import write_run_record
-from cxlnet.runs import hydra_job, model_loader, run_dir, show_config, sweep_dir, sweep_group
-from cxlnet.text import Tokenizer
+from cxlnet.runs import hydra_job, model_loader, resolve_spiece, run_dir, show_config, sweep_dir, sweep_group
+from cxlnet.sweep import check_resume, config_hash, refresh
+from cxlnet.text import Tokenizer, save_tokenizer
 from cxlnet.training import build_trainer, close_loggers, ensure_unfinished, write_metrics
 
 log = logging.getLogger(__name__)
@@ -37,7 +39,7 @@ def build_task(cfg: DictConfig, out_dir, train: bool = True):
     if cfg.task.kind not in TASK_KINDS:
         raise CxlnetError(f"task.kind={cfg.task.kind!r}: expected one of {', '.join(TASK_KINDS)}")
 
-    tokenizer = Tokenizer(resolve_data_file(cfg.paths.data_dir, cfg.model.spiece_model))
+    tokenizer = Tokenizer(resolve_spiece(cfg))
     files = task_files(cfg, train)
     write_run_record(out_dir, files, tokenizer.path, accelerator=cfg.hardware.accelerator, devices=cfg.hardware.devices)
     package = importlib.import_module(TASK_KINDS[cfg.task.kind])
@@ -49,10 +51,17 @@ def build_task(cfg: DictConfig, out_dir, train: bool = True):
 def finetune(cfg: DictConfig) -> dict[str, float]:
     started = time.time()
     out_dir = run_dir()
+    digest = config_hash(cfg)
+    sweep = sweep_dir()
+    if sweep is not None:
+        finished = check_resume(digest, sweep, out_dir, list(HydraConfig.get().overrides.task))
+        if finished is not None:
+            log.info("%s: finished with the same configuration, skipped", out_dir)
+            return finished["metrics"]
     ensure_unfinished(out_dir)
     show_config(cfg, out_dir)
     pl.seed_everything(cfg.seed, workers=True)
-    _, module, data = build_task(cfg, out_dir)
+    tokenizer, module, data = build_task(cfg, out_dir)
     if cfg.model.compile:
         module.model = module.model.compile() or module.model
     trainer = build_trainer(
@@ -72,17 +81,23 @@ def finetune(cfg: DictConfig) -> dict[str, float]:
     if not trainer.is_global_zero:  # DDP workers re-run this script; only rank 0 writes results
         return metrics
     module.model.save_pretrained(out_dir / "model")
-    path = write_metrics(out_dir, cfg, metrics, started)
+    save_tokenizer(tokenizer, out_dir / "model")  # the run is fine-tuned further or evaluated with it
+    path = write_metrics(out_dir, cfg, metrics, started, config_hash=digest)
     log.info("%s -> %s", ", ".join(f"{k} {v:.2f}" for k, v in sorted(metrics.items())), path)
-    sweep = sweep_dir()
     if sweep is not None:
-        from cxlnet.sweep import aggregate
-
-        aggregate(sweep, quiet=True)
+        refresh(sweep)
     return metrics
+
+
+def objective(cfg: DictConfig, metrics: dict[str, float]) -> float:
+    """The task's primary metric (`task.objective`), the value a Hydra sweeper (Optuna) maximises."""
+    if cfg.task.objective not in metrics:
+        raise CxlnetError(f"task.objective={cfg.task.objective}: not among the run's metrics "
+                          f"({', '.join(sorted(metrics))})")
+    return float(metrics[cfg.task.objective])
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="finetune")
 @hydra_job
-def main(cfg: DictConfig) -> None:
-    finetune(cfg)
+def main(cfg: DictConfig) -> float:
+    return objective(cfg, finetune(cfg))

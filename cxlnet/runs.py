@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import CompactHydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, read_write
 
@@ -28,28 +27,35 @@ def _hydra_subdir(output_dir: str) -> str | None:
 OmegaConf.register_new_resolver("cxlnet.hydra_subdir", _hydra_subdir, replace=True)
 
 
-class CommandError(CompactHydraException):
-    """A CxlnetError inside a Hydra job: Hydra prints compact exceptions as their message alone."""
-
-
 def hydra_job(func):
     """Wrap a Hydra task function so user errors become one line and a non-zero exit.
 
-    A single run exits at once with status 2. In a sweep the failed job raises instead, so Hydra
-    runs the remaining seeds first and then reports the error (and exits with status 1).
+    A single run exits at once with status 2. In a sweep a failed job logs one line and is recorded
+    as failed (`error.json`, `summary.json`); the remaining jobs run, and the sweep's end reports
+    the failed runs and exits with status 1. A sweep refused as a whole (another configuration in
+    its finished runs) exits at once with status 2.
     """
 
     @functools.wraps(func)
     def wrapper(cfg: DictConfig):
+        from cxlnet.sweep import ConfigMismatch, record_failure, run_name
+
         try:
             return func(cfg)
         except CxlnetError as err:
             message = one_line(err)
+            if sweep_dir() is None or isinstance(err, ConfigMismatch):
+                print(f"cxlnet {cfg.command}: error: {message}", file=sys.stderr)
+                raise SystemExit(2) from None
+            # One line naming the run; the sweep goes on, and its end reports every failed run and
+            # exits non-zero. NaN tells a sweeper (Optuna) the trial failed.
+            log.error("%s: %s", run_name(sweep_dir(), run_dir()), message)
+            record_failure(sweep_dir(), run_dir(), message)
+            return float("nan")
+        except Exception as err:
             if sweep_dir() is not None:
-                log.error("%s", message)
-                raise CommandError(message) from None
-            print(f"cxlnet {cfg.command}: error: {message}", file=sys.stderr)
-            raise SystemExit(2) from None
+                record_failure(sweep_dir(), run_dir(), f"{type(err).__name__}: {err}".splitlines()[0])
+            raise
         finally:
             _end_distributed()
 
@@ -108,17 +114,37 @@ def single_run_argv_for_workers() -> None:
 
 
 def show_config(cfg: DictConfig, out_dir: Path) -> None:
-    """Print the composed config as a rich tree and save the resolved YAML next to the results."""
+    """Print the composed config as a rich tree (one line per job in a sweep: ten trees would bury
+    the results) and save the resolved YAML next to the results."""
     from rich import print as rprint
     from rich.syntax import Syntax
     from rich.tree import Tree
 
+    atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    if sweep_dir() is not None:
+        log.info("config: %s", out_dir / "config.yaml")
+        return
     tree = Tree(f"[bold]config[/bold] ({out_dir})")
     for key, value in cfg.items():
         text = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
         tree.add(f"[bold cyan]{key}[/bold cyan]").add(Syntax(text.rstrip(), "yaml"))
     rprint(tree)
-    atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def pretrained_source(path_setting: str) -> Path:
+    """The existing file or directory `model.pretrained` names (a hub-style name: its downloaded copy)."""
+    from cxlnet.paths import cache_dir
+
+    path = Path(path_setting).expanduser()
+    hub_copy = cache_dir() / "pretrained" / str(path_setting).replace("/", "-")
+    if not path.exists() and str(path_setting).startswith("hfl/"):
+        if not hub_copy.is_dir():
+            raise CxlnetError(f"model.pretrained={path_setting}: not in {hub_copy.parent}; "
+                              f"`cxlnet download {hub_copy.name}` fetches it, or give a local path")
+        path = hub_copy
+    if not path.exists():
+        raise CxlnetError(f"model.pretrained={path_setting}: no such file or directory")
+    return path
 
 
 def resolve_pretrained(path_setting: str) -> Path:
@@ -132,17 +158,7 @@ def resolve_pretrained(path_setting: str) -> Path:
     * a hub-style name such as `hfl/chinese-xlnet-mid` -> `cxlnet download`'s copy in the cache;
     * anything else (HF dir, hfl TF checkpoint dir or prefix) as is.
     """
-    from cxlnet.paths import cache_dir
-
-    path = Path(path_setting).expanduser()
-    hub_copy = cache_dir() / "pretrained" / str(path_setting).replace("/", "-")
-    if not path.exists() and str(path_setting).startswith("hfl/"):
-        if not hub_copy.is_dir():
-            raise CxlnetError(f"model.pretrained={path_setting}: not in {hub_copy.parent}; "
-                              f"`cxlnet download {hub_copy.name}` fetches it, or give a local path")
-        path = hub_copy
-    if not path.exists():
-        raise CxlnetError(f"model.pretrained={path_setting}: no such file or directory")
+    path = pretrained_source(path_setting)
     if path.is_dir() and (path / "model" / "config.json").is_file():
         return path / "model"
     if path.is_dir() and (path / "checkpoints" / "last.ckpt").is_file() and not (path / "config.json").is_file():
@@ -152,6 +168,25 @@ def resolve_pretrained(path_setting: str) -> Path:
 
         return exported_checkpoint(path)
     return path
+
+
+def resolve_spiece(cfg: DictConfig) -> Path:
+    """The SentencePiece model of a run: `model.spiece_model`, or with `auto` the `spiece.model`
+    saved beside the weights of `model.pretrained` (a `cxlnet train` or `finetune` run, a
+    checkpoint's export, hfl's directory), else `model.fallback_spiece_model` (hfl's)."""
+    from cxlnet.paths import resolve_data_file
+    from cxlnet.text import SPIECE_FILE
+
+    setting = cfg.model.spiece_model
+    if setting is None or str(setting) == "auto":
+        if cfg.model.pretrained is not None:
+            weights = resolve_pretrained(cfg.model.pretrained)
+            own = (weights if weights.is_dir() else weights.parent) / SPIECE_FILE
+            if own.is_file():
+                log.info("tokenizer: %s (saved with model.pretrained)", own)
+                return own
+        setting = cfg.model.fallback_spiece_model
+    return resolve_data_file(cfg.paths.data_dir, setting)
 
 
 def pretrained_origin(path_setting: str) -> str:
@@ -194,7 +229,8 @@ def chosen_architecture(cfg: DictConfig, **overrides) -> dict:
 
 
 def model_loader(cfg: DictConfig, vocab_size: int):
-    """A function building `cls` from `model.pretrained`, or randomly initialised when it is unset."""
+    """A function building `cls` from `model.pretrained`, or randomly initialised when it is unset
+    (then with the tokenizer's `vocab_size` unless `model.config.vocab_size` is set)."""
     from cxlnet.model import XLNetConfig
 
     overrides = dict(OmegaConf.to_container(cfg.model.config, resolve=True))
@@ -203,14 +239,14 @@ def model_loader(cfg: DictConfig, vocab_size: int):
     def load(cls, **head_kwargs):
         if cfg.model.pretrained is None:
             log.warning("model.pretrained is not set: XLNet-%s starts from random initialisation", cfg.model.name)
-            model = cls(XLNetConfig.named(cfg.model.size, **overrides), **head_kwargs)
+            model = cls(XLNetConfig.named(cfg.model.size, **{"vocab_size": vocab_size, **overrides}), **head_kwargs)
         else:
             model = load_reported(cls, cfg.model.pretrained, chosen_architecture(cfg, vocab_size=vocab_size),
                                   cfg.model.name, **overrides, **head_kwargs)
         if model.config.vocab_size != vocab_size:
             raise CxlnetError(
                 f"model vocab size {model.config.vocab_size} differs from the tokenizer's {vocab_size} "
-                f"({cfg.model.spiece_model})"
+                f"(model.spiece_model={cfg.model.get('spiece_model')})"
             )
         return model
 

@@ -7,15 +7,20 @@ directly: transformers' fast XLNet tokenizer inserts extra `▁` pieces after us
 """
 from __future__ import annotations
 
+import hashlib
+import re
+import sys
 import unicodedata
-from functools import cached_property
+from functools import cache, cached_property
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
 
-from cxlnet.errors import CxlnetError
+from cxlnet.errors import CxlnetError, atomic_write_bytes
 
 SPIECE_UNDERLINE = "▁"
+SPIECE_FILE = "spiece.model"  # a tokenizer saved beside weights (`model.spiece_model=auto` finds it)
 
 # XLNet's fixed layout of special ids (data_utils.special_symbols); hfl's vocab follows it.
 SPECIAL_PIECES = ("<unk>", "<s>", "</s>", "<cls>", "<sep>", "<pad>", "<mask>", "<eod>", "<eop>")
@@ -30,6 +35,41 @@ def preprocess_text(text: str, lower: bool = False, remove_space: bool = True, k
         out = unicodedata.normalize("NFKD", out)
         out = "".join(c for c in out if not unicodedata.combining(c))
     return out.lower() if lower else out
+
+
+@cache
+def _combining_candidates() -> re.Pattern:
+    """A few wide code-point ranges that hold every character with a non-zero canonical combining
+    class (what `preprocess_text` drops after NFKD). A short class scans a text block at C speed;
+    each match is then checked exactly (`_drop_combining`)."""
+    marks = [c for c in range(sys.maxunicode + 1) if unicodedata.combining(chr(c))]
+    ranges, lo = [], marks[0]
+    for prev, cur in zip(marks, marks[1:] + [sys.maxunicode + 1024]):
+        if cur - prev > 256:  # merging nearer ranges keeps the class short (fast) and CJK outside it
+            ranges.append(f"{re.escape(chr(lo))}-{re.escape(chr(prev))}")
+            lo = cur
+    return re.compile("[" + "".join(ranges) + "]")
+
+
+def _drop_combining(match: re.Match) -> str:
+    return "" if unicodedata.combining(match.group()) else match.group()
+
+
+def preprocess_many(texts: list[str], lower: bool = False) -> list[str]:
+    """`preprocess_text` of many texts, equal text by text: whitespace is collapsed per text, then
+    quotes, NFKD, accent stripping and lowercasing run once over the texts joined by `\\n` (none of
+    them crosses or creates a newline: a newline is a starter, and no character decomposes to one)."""
+    if not texts:
+        return []
+    joined = "\n".join(" ".join(t.split()) for t in texts).replace("``", '"').replace("''", '"')
+    joined = _combining_candidates().sub(_drop_combining, unicodedata.normalize("NFKD", joined))
+    return (joined.lower() if lower else joined).split("\n")
+
+
+def _flatten(lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """(all ids in one int64 array, the length of each list)."""
+    lens = np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
+    return np.fromiter(chain.from_iterable(lists), dtype=np.int64, count=int(lens.sum())), lens
 
 
 def encode_pieces(sp, text: str) -> list[str]:
@@ -51,10 +91,11 @@ def encode_pieces(sp, text: str) -> list[str]:
 class Tokenizer:
     """A SentencePiece model checked against XLNet's special-id layout, with XLNet's preprocessing."""
 
-    def __init__(self, path: str | Path, lower: bool = False):
+    def __init__(self, path: str | Path, lower: bool = False, num_threads: int = -1):
         import sentencepiece as spm
 
         self.path = Path(path)
+        self.num_threads = num_threads  # of a batched SentencePiece call (-1: its default, all cores)
         if not self.path.is_file():
             raise CxlnetError(f"{self.path}: SentencePiece model not found")
         try:
@@ -83,12 +124,22 @@ class Tokenizer:
     def encode_many(self, texts: list[str]) -> list[list[int]]:
         """`encode` for many texts: one batched SentencePiece call, with the digit-comma rule
         re-applied (through `encode_pieces`) only to the texts that got a `<digit>,` piece."""
-        prepped = [preprocess_text(t, lower=self.lower) for t in texts]
-        out = self.sp.encode(prepped, out_type=int)
-        for k, ids in enumerate(out):
-            if ids and self._digit_comma[ids].any():
+        return self._encode(texts)[0]
+
+    def encode_flat(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """`encode_many` as (every id in one int64 array, the number of ids of each text)."""
+        return self._encode(texts)[1:]
+
+    def _encode(self, texts: list[str]) -> tuple[list[list[int]], np.ndarray, np.ndarray]:
+        prepped = preprocess_many(texts, lower=self.lower)
+        out = self.sp.encode(prepped, out_type=int, num_threads=self.num_threads)
+        flat, lens = _flatten(out)
+        hit = self._digit_comma[flat]
+        if hit.any():
+            for k in np.unique(np.repeat(np.arange(len(out)), lens)[hit]).tolist():
                 out[k] = [self.sp.piece_to_id(p) for p in encode_pieces(self.sp, prepped[k])]
-        return out
+            flat, lens = _flatten(out)
+        return out, flat, lens
 
     @cached_property
     def _digit_comma(self) -> np.ndarray:
@@ -110,6 +161,16 @@ class Tokenizer:
 
 
 _START_PUNCT = set('!"#$%&()*+,-./:;?@[\\]^_`{|}~')
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def save_tokenizer(tokenizer: "Tokenizer | Path", directory: str | Path) -> Path:
+    """Write the SentencePiece model as `<directory>/spiece.model` (atomically)."""
+    src = tokenizer.path if isinstance(tokenizer, Tokenizer) else Path(tokenizer)
+    return atomic_write_bytes(Path(directory) / SPIECE_FILE, src.read_bytes())
 
 
 def is_start_piece(piece: str) -> bool:

@@ -4,12 +4,22 @@ a `hardware` choice, loggers, run directories and their `metrics.json`.
 The schedule is XLNet's (`model_utils.get_train_op`): linear warm-up from lr 0 at step 0, then
 linear ("poly", power 1) decay to `lr * min_lr_ratio`. Layer-wise decay follows the original too:
 by default it scales layer l's *clipped gradients* by `rate^(n_layer-1-l)` (`layer_decay_mode: grad`);
-`layer_decay_mode: lr` scales learning rates instead, the common PyTorch variant.
+`layer_decay_mode: lr` scales learning rates instead, the common PyTorch variant. Only what lives in
+the original's `model/transformer/layer_{l}/` scope decays: `seg_embed` and the `r_*_bias` terms are
+stacked over layers *outside* it (modeling.transformer_xl) and keep 1, like embeddings and heads.
+
+Clipping: `optimizer.clip_shards: K > 1` emulates `tf.contrib.tpu.CrossShardOptimizer` on K TPU
+cores, where every published Chinese-XLNet run trained: each core's gradient of loss/K on its 1/K of
+the batch is clipped at `trainer.gradient_clip_val` (`tf.clip_by_global_norm`) *before* the cores'
+gradients are summed. The global batch is split into K shards over devices x micro-batches;
+`clip_shards: 1` clips the global gradient (Lightning's clipping), as a single GPU run of the
+original does.
 """
 from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import time
 from pathlib import Path
@@ -25,6 +35,8 @@ from cxlnet.errors import CxlnetError, atomic_write_json
 log = logging.getLogger(__name__)
 
 _LAYER_RE = re.compile(r"(?:^|\.)layer\.(\d+)\.")
+# Per-layer parameters that the original keeps outside `layer_{l}/` (stacked [n_layer, ...] tensors).
+_OUTSIDE_LAYER_SCOPE_RE = re.compile(r"\.seg_embed$")
 # Matches XLNet's `get_train_op`: no weight decay on LayerNorm and biases, but the r_*_bias
 # attention biases are decayed despite their name.
 _NO_DECAY_RE = re.compile(r"(layer_norm|LayerNorm|\.bias$|^bias$)")
@@ -37,10 +49,16 @@ def layer_index(param_name: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def decayed_layer(param_name: str) -> int | None:
+    """The layer whose layer-wise decay a parameter gets: as `get_train_op`, only parameters in the
+    original's `layer_{l}/` scope; `seg_embed` sits in our layer module but not in that scope."""
+    return None if _OUTSIDE_LAYER_SCOPE_RE.search(param_name) else layer_index(param_name)
+
+
 def layer_scales(model: torch.nn.Module, rate: float) -> dict[str, float]:
-    """`rate^(n_layer-1-l)` for every parameter of layer l; parameters outside the layers get 1."""
+    """`rate^(n_layer-1-l)` for every parameter of layer l's scope; everything else gets 1."""
     names = [n for n, _ in model.named_parameters()]
-    layers = [layer_index(n) for n in names]
+    layers = [decayed_layer(n) for n in names]
     n_layer = 1 + max((l for l in layers if l is not None), default=-1)
     return {n: (rate ** (n_layer - 1 - l) if l is not None else 1.0) for n, l in zip(names, layers)}
 
@@ -93,6 +111,33 @@ def build_optimizer(opt_cfg: DictConfig, model: torch.nn.Module, total_steps: in
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
+def clip_by_global_norm_(grads: list[torch.Tensor], clip_norm: float) -> torch.Tensor:
+    """`tf.clip_by_global_norm` in place: t * clip / max(‖all t‖, clip). Returns the norm before."""
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
+    factor = clip_norm / torch.maximum(norm, torch.tensor(clip_norm, dtype=norm.dtype, device=norm.device))
+    torch._foreach_mul_(grads, factor.to(grads[0].dtype))
+    return norm
+
+
+def _local_gradients_only(state, bucket):
+    """DDP communication hook that leaves every process its own gradient: with per-shard clipping
+    the shards are clipped first and their sum is all-reduced in `TrainModule.on_before_optimizer_step`."""
+    fut = torch.futures.Future()
+    fut.set_result(bucket.buffer())
+    return fut
+
+
+def shard_accumulation(clip_shards: int, world_size: int, accumulation: int) -> int:
+    """Micro-batches per optimizer step so that the global batch splits into `clip_shards` shards,
+    each held by one process (XLNet's shard = one TPU core): the least multiple of `accumulation`
+    that is a multiple of clip_shards / world_size."""
+    if clip_shards % world_size:
+        raise CxlnetError(f"optimizer.clip_shards={clip_shards} with {world_size} processes: every process must "
+                          f"hold whole shards (clip_shards a multiple of the process count), or use clip_shards=1")
+    per_process = clip_shards // world_size
+    return accumulation * per_process // math.gcd(accumulation, per_process)
+
+
 class TrainModule(pl.LightningModule):
     """Base LightningModule: XLNet's optimizer, schedule, clipping and layer-wise gradient decay."""
 
@@ -106,6 +151,9 @@ class TrainModule(pl.LightningModule):
         for name in self.unused_parameters:
             model.get_parameter(name).requires_grad_(False)
         self.optimizer_cfg = optimizer_cfg
+        self.clip_shards = int(optimizer_cfg.get("clip_shards", 1))
+        self._shard_sum: list[torch.Tensor] | None = None  # Σ of clipped shard gradients this step
+        self._micro_batches_seen = 0                         # in the current shard
         self._grad_scales: dict[str, float] | None = None
         if optimizer_cfg.layer_decay != 1.0 and optimizer_cfg.layer_decay_mode == "grad":
             self._grad_scales = layer_scales(model, float(optimizer_cfg.layer_decay))
@@ -113,9 +161,69 @@ class TrainModule(pl.LightningModule):
     def configure_optimizers(self):
         return build_optimizer(self.optimizer_cfg, self.model, int(self.trainer.estimated_stepping_batches))
 
+    # ------------------------------------------------------------ per-shard clipping (CrossShardOptimizer)
+    def _trainable(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def on_train_start(self) -> None:
+        if self.clip_shards == 1:
+            return
+        world, accumulation = int(self.trainer.world_size), int(self.trainer.accumulate_grad_batches)
+        if (world * accumulation) % self.clip_shards:
+            raise CxlnetError(f"optimizer.clip_shards={self.clip_shards}: {world} processes x accumulate_grad_batches "
+                              f"{accumulation} micro-batches do not split into {self.clip_shards} shards")
+        if str(self.trainer.precision) in ("16-mixed", "16"):
+            raise CxlnetError("optimizer.clip_shards > 1 clips unscaled gradients: use hardware.precision "
+                              "32-true or bf16-mixed, not fp16 with loss scaling")
+        from torch.nn.parallel import DistributedDataParallel
+
+        if isinstance(self.trainer.strategy.model, DistributedDataParallel):
+            self.trainer.strategy.model.register_comm_hook(None, _local_gradients_only)
+        self._shard_sum, self._micro_batches_seen = None, 0
+
+    def on_after_backward(self) -> None:
+        """Fold a finished shard into the step's sum. Lightning's backward gives ∇(loss_micro / A)
+        per micro-batch; a shard of m = W·A/K micro-batches has ∇(loss_shard / K) = Σ of those / W."""
+        if self.clip_shards == 1:
+            return
+        self._micro_batches_seen += 1
+        if self._micro_batches_seen * self.clip_shards >= self.trainer.world_size * self.trainer.accumulate_grad_batches:
+            self._fold_shard()
+
+    def _fold_shard(self) -> None:
+        self._micro_batches_seen = 0
+        params = self._trainable()
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        world = int(self.trainer.world_size)
+        if world > 1:
+            torch._foreach_div_(grads, float(world))
+        if self.trainer.gradient_clip_val:
+            clip_by_global_norm_(grads, float(self.trainer.gradient_clip_val))
+        if self._shard_sum is None:
+            self._shard_sum = [g.clone() for g in grads]
+        else:
+            torch._foreach_add_(self._shard_sum, grads)
+        for p in params:
+            p.grad = None
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        if self.clip_shards == 1:
+            return
+        if self._micro_batches_seen:  # an epoch's last, shorter step: its open shard counts as one
+            self._fold_shard()
+        total = self._shard_sum
+        if int(self.trainer.world_size) > 1:  # the cores' cross_replica_sum: one all-reduce of all shards
+            flat = self.trainer.strategy.reduce(torch.cat([g.flatten() for g in total]), reduce_op="sum")
+            total = list(flat.split([g.numel() for g in total]))
+        for p, g in zip(self._trainable(), total):
+            p.grad = g.view_as(p)
+        self._shard_sum = None
+
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
-        # The original clips first and then scales the clipped gradients layer by layer.
-        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        # The original clips first and then scales the clipped gradients layer by layer; with
+        # clip_shards > 1 every shard was clipped already (scaling the sum = scaling each shard).
+        if self.clip_shards == 1:
+            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
         if self._grad_scales:
             for name, param in self.model.named_parameters():
                 scale = self._grad_scales[name]
@@ -197,7 +305,12 @@ def build_trainer(cfg: DictConfig, run_dir: Path, group: str | None, **overrides
     )
     kwargs.update(overrides)
     kwargs["callbacks"] = [*kwargs["callbacks"], WeightsAgree()]
-    return pl.Trainer(**kwargs)
+    trainer = pl.Trainer(**kwargs)
+    clip_shards = int(cfg.optimizer.get("clip_shards", 1))
+    if clip_shards > 1:  # XLNet's TPU shards as micro-batches: the data modules read this back
+        trainer.accumulate_grad_batches = shard_accumulation(clip_shards, trainer.world_size,
+                                                             trainer.accumulate_grad_batches)
+    return trainer
 
 
 def close_loggers(trainer: pl.Trainer, metrics: dict[str, float]) -> None:
@@ -253,7 +366,8 @@ def ensure_unfinished(run_dir: Path) -> None:
         raise CxlnetError(f"{path}: this run already finished; choose another hydra.run.dir or remove it")
 
 
-def write_metrics(run_dir: Path, cfg: DictConfig, metrics: dict[str, float], started: float) -> Path:
+def write_metrics(run_dir: Path, cfg: DictConfig, metrics: dict[str, float], started: float, **extra: Any) -> Path:
+    """The run's finished record; `extra` adds fields (finetune: the configuration hash)."""
     ensure_unfinished(run_dir)
     record = {
         "command": cfg.command,
@@ -263,6 +377,7 @@ def write_metrics(run_dir: Path, cfg: DictConfig, metrics: dict[str, float], sta
         "run_name": cfg.run_name,
         "metrics": {k: round(float(v), 4) for k, v in sorted(metrics.items())},
         "seconds": round(time.time() - started, 1),
+        **extra,
     }
     return atomic_write_json(metrics_path(run_dir), record)
 

@@ -70,13 +70,80 @@ def test_seed_sweep_writes_metrics_and_summary(small):
     assert rec["tokenizer"]["path"].endswith("spiece.model") and rec["versions"]["cxlnet"]
 
 
-def test_sweep_over_more_than_the_seed_gives_each_job_its_directory(small):
+LR_SWEEP = ("-m", "optimizer.optim.lr=1e-3,1e-4", "seed=0,1")
+
+
+@pytest.fixture(scope="module")
+def lr_sweep(small) -> Path:
+    """2 learning rates x 2 seeds: each job its own directory."""
     sweep = small["root"] / "lr-sweep"
-    cxlnet("finetune", *small["overrides"], f"hydra.sweep.dir={sweep}", "-m", "optimizer.optim.lr=1e-3,1e-4",
-           cwd=small["root"])
+    proc = cxlnet("finetune", *small["overrides"], f"hydra.sweep.dir={sweep}", *LR_SWEEP, cwd=small["root"])
+    return sweep, proc
+
+
+def test_sweep_summary_has_one_group_per_configuration(lr_sweep):
+    sweep, proc = lr_sweep
     runs = sorted(p.parent.name for p in sweep.glob("*/metrics.json"))
-    assert runs == ["optimizer.optim.lr=0.0001,seed=0", "optimizer.optim.lr=0.001,seed=0"]
-    assert json.loads((sweep / "summary.json").read_text())["metrics"]["dev/acc"]["n"] == 2
+    assert runs == [f"optimizer.optim.lr={lr},seed={s}" for lr in ("0.0001", "0.001") for s in (0, 1)]
+    summary = json.loads((sweep / "summary.json").read_text())
+    assert summary["metrics"] is None  # one max (mean) over two learning rates would mean nothing
+    groups = {g["label"]: g for g in summary["groups"]}
+    assert sorted(groups) == ["optimizer.optim.lr=0.0001", "optimizer.optim.lr=0.001"]
+    for label, group in groups.items():
+        records = [json.loads((sweep / run / "metrics.json").read_text()) for run in group["runs"]]
+        assert [r["seed"] for r in records] == [0, 1] and len({r["config_hash"] for r in records}) == 1
+        accs = [r["metrics"]["dev/acc"] for r in records]
+        assert group["metrics"]["dev/acc"]["formatted"] == f"{max(accs):.1f} ({sum(accs) / 2:.1f})"
+        assert group["metrics"]["dev/acc"]["values"] == dict(zip(group["runs"], accs))
+        assert group["config_hash"] == records[0]["config_hash"]
+    assert groups["optimizer.optim.lr=0.0001"]["config_hash"] != groups["optimizer.optim.lr=0.001"]["config_hash"]
+    table_rows = [line for line in proc.stdout.splitlines() if "optimizer.optim.lr=" in line and "│" in line]
+    assert len(table_rows) == 2 and all("±" in line for line in table_rows)  # one printed row per group
+
+
+def test_sweep_resumes_the_same_configuration_and_refuses_another(lr_sweep, small):
+    sweep, _ = lr_sweep
+    before = {p: p.read_bytes() for p in sweep.glob("*/metrics.json")}
+    proc = cxlnet("finetune", *small["overrides"], f"hydra.sweep.dir={sweep}", *LR_SWEEP, cwd=small["root"])
+    assert proc.stdout.count("finished with the same configuration, skipped") + \
+        proc.stderr.count("finished with the same configuration, skipped") == 4
+    proc = cxlnet("finetune", *small["overrides"], "task.max_seq_length=24", f"hydra.sweep.dir={sweep}", *LR_SWEEP,
+                  cwd=small["root"], check=False)
+    assert proc.returncode == 2
+    message = one_line_error(proc)
+    assert "finished with another configuration (hash " in message and "seed=0" in message
+    assert {p: p.read_bytes() for p in sweep.glob("*/metrics.json")} == before
+
+
+def test_resume_check_compares_a_new_seed_with_its_finished_siblings(tmp_path):
+    from cxlnet.sweep import ConfigMismatch, check_resume
+
+    sweep = tmp_path / "sweep"
+    (sweep / "seed=0" / ".hydra").mkdir(parents=True)
+    (sweep / "seed=0" / ".hydra" / "overrides.yaml").write_text("- experiment=demo\n- seed=0\n")
+    (sweep / "seed=0" / "metrics.json").write_text(json.dumps({"seed": 0, "metrics": {"dev/acc": 1.0}, "config_hash": "a"}))
+    assert check_resume("a", sweep, sweep / "seed=0", ["experiment=demo", "seed=0"])["seed"] == 0  # finished: kept
+    assert check_resume("a", sweep, sweep / "seed=1", ["experiment=demo", "seed=1"]) is None  # new seed: runs
+    assert check_resume("b", sweep, sweep / "seed=1", ["experiment=demo", "task.epochs=1", "seed=1"]) is None
+    (sweep / "seed=1" / ".hydra").mkdir(parents=True)  # what Hydra makes before the job starts
+    with pytest.raises(ConfigMismatch, match="seed=0: the sweep's finished runs of these overrides used another"):
+        check_resume("b", sweep, sweep / "seed=1", ["experiment=demo", "seed=1"])
+    assert not (sweep / "seed=1").exists()  # the refused job leaves no directory
+    with pytest.raises(ConfigMismatch, match="seed=0: finished with another configuration .hash a, this one b"):
+        check_resume("b", sweep, sweep / "seed=0", ["experiment=demo", "seed=0"])
+
+
+def test_failed_last_seed_is_one_line_and_in_the_summary(small, tmp_path):
+    sweep = tmp_path / "failing"
+    proc = cxlnet("finetune", *small["overrides"], f"task.train_file={tmp_path / 'nope.tsv'}",
+                  f"hydra.sweep.dir={sweep}", "-m", "seed=0,1", cwd=tmp_path, check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stdout + proc.stderr
+    assert len((proc.stdout + proc.stderr).splitlines()) < 20, proc.stderr
+    summary = json.loads((sweep / "summary.json").read_text())
+    assert summary["failed"] == ["seed=0", "seed=1"]
+    assert summary["errors"]["seed=1"].startswith(f"{tmp_path / 'nope.tsv'}")
+    (line,) = [l for l in proc.stderr.splitlines() if l.startswith("cxlnet finetune: error:")]
+    assert "2 of 2 runs failed (seed=0: " in line and "; seed=1: " in line
 
 
 def test_runs_from_the_shipped_sample_alone(small):

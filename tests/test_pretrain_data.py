@@ -456,7 +456,7 @@ def test_sentence_boundaries_survive_shard_joins(tmp_path, tok):
         stream = np.concatenate(sents)
         T = stream.size // 2
         want = [np.flatnonzero(row[1:] != row[:-1]) + 1 for row in stream[: 2 * T].reshape(2, T)]
-        got = st._get_pass(p).bnd
+        got = [b.within(0, T) for b in st._get_pass(p).bnd]  # every boundary of each row
         assert all(np.array_equal(g, w) for g, w in zip(got, want)), p
         for j in joins[1:]:
             r, c = divmod(j, T)

@@ -29,7 +29,7 @@ STEPS = 20
 GOLDEN_OVERRIDES = [
     "experiment=pretrain_demo", "logger=none", "trainer.enable_progress_bar=false", "seed=0",
     "data.bsz=4", "data.seq_len=32", "data.reuse_len=16", "data.perm_size=16", "data.num_predict=6",
-    "mem_len=16", "optimizer.warmup_steps=5", f"train.max_steps={STEPS}", "train.save_steps=5",
+    "mem_len=16", "optimizer.optim.lr=1e-3", "optimizer.warmup_steps=5", f"train.max_steps={STEPS}", "train.save_steps=5",
     "data.num_workers=0",
 ]
 

@@ -34,11 +34,15 @@ def test_weight_decay_groups_follow_xlnet():
 def test_layer_decay_scales_by_depth():
     model = tiny_model()
     scales = layer_scales(model, 0.5)
-    layered = {n: s for n, s in scales.items() if layer_index(n) is not None}
+    # seg_embed lives in our layer modules but outside the original's `layer_{l}/` scope (stacked
+    # model/transformer/seg_embed): like r_*_bias, embeddings and heads it keeps 1 (spec §4.2)
+    layered = {n: s for n, s in scales.items() if layer_index(n) is not None and not n.endswith("seg_embed")}
     assert {layer_index(n) for n in layered} == {0, 1, 2}
     for name, scale in layered.items():
         assert scale == 0.5 ** (2 - layer_index(name))
-    assert all(s == 1.0 for n, s in scales.items() if layer_index(n) is None)
+    outside = {n: s for n, s in scales.items() if n not in layered}
+    assert any(n.endswith("seg_embed") for n in outside) and any("r_s_bias" in n for n in outside)
+    assert all(s == 1.0 for s in outside.values())
 
 
 def test_build_optimizer_lr_mode_scales_learning_rates():
@@ -65,3 +69,34 @@ def test_wandb_runs_of_a_sweep_share_a_group(tmp_path, monkeypatch):
     assert wandb_logger._wandb_init["name"] == "cmrc2018-mid-seed3"
     _, single = build_loggers(cfg, tmp_path, group=None)
     assert single._wandb_init["group"] == "cmrc2018-mid-seed3"
+
+
+def test_shard_accumulation_splits_the_batch_into_whole_shards_per_process():
+    from cxlnet.errors import CxlnetError
+    from cxlnet.training import shard_accumulation
+
+    assert shard_accumulation(8, world_size=1, accumulation=1) == 8   # one device: 8 micro-batches
+    assert shard_accumulation(8, world_size=2, accumulation=1) == 4   # DDP: 4 shards per process
+    assert shard_accumulation(8, world_size=8, accumulation=1) == 1   # one shard per device, like a TPU core
+    assert shard_accumulation(8, world_size=1, accumulation=16) == 16  # smaller micro-batches: 2 per shard
+    assert shard_accumulation(8, world_size=2, accumulation=3) == 12
+    with pytest.raises(CxlnetError, match="clip_shards=8 with 3 processes"):
+        shard_accumulation(8, world_size=3, accumulation=1)
+
+
+def test_task_presets_use_the_originals_optimizer():
+    from test_config import compose_finetune
+
+    for task in ("cmrc2018", "drcd", "chnsenticorp"):
+        cfg = compose_finetune(f"task={task}")
+        assert cfg.optimizer.optim._target_ == "cxlnet.optim.TFAdam" and cfg.optimizer.clip_shards == 8
+    assert compose_finetune("task=cmrc2018", "optimizer=adamw").optimizer.optim._target_ == "torch.optim.AdamW"
+    demo = compose_finetune("experiment=demo").optimizer
+    assert demo.optim._target_ == "torch.optim.AdamW" and demo.clip_shards == 1
+
+
+def test_tf_adam_refuses_weight_decay():
+    from cxlnet.optim import TFAdam
+
+    with pytest.raises(ValueError, match="xlnet_adamw"):
+        TFAdam([torch.nn.Parameter(torch.zeros(2))], weight_decay=0.01)

@@ -28,13 +28,15 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from cxlnet.confdir import CONF_DIR
-from cxlnet.errors import CxlnetError, atomic_write_json, atomic_write_via
+from cxlnet.errors import CxlnetError, atomic_write_bytes, atomic_write_json, atomic_write_via
 from cxlnet.paths import resolve_data_file
 from cxlnet.runs import chosen_architecture, hydra_job, load_reported, run_dir, show_config
+from cxlnet.text import SPIECE_FILE, save_tokenizer, sha256_bytes
 
 log = logging.getLogger(__name__)
 
 LOSS_LOG = "losses.tsv"
+VAL_LOG = "val.tsv"  # step, held-out PLM loss, content spread (cxlnet.pretrain.monitor)
 
 
 # ------------------------------------------------------------------------------------- vocab
@@ -64,19 +66,29 @@ def vocab_main(cfg: DictConfig) -> None:
 
 # -------------------------------------------------------------------------------------- data
 def data(cfg: DictConfig) -> dict:
-    from cxlnet.pretrain.corpus import build_store
+    from cxlnet.pretrain.corpus import IF_EXISTS, build_store, expand_corpus, slice_name
+    from cxlnet.pretrain.encode import default_workers
     from cxlnet.text import Tokenizer
 
     d = cfg.data
-    corpus = [resolve_data_file(cfg.paths.data_dir, p) for p in d.corpus]
+    if d.if_exists not in IF_EXISTS:
+        raise CxlnetError(f"data.if_exists={d.if_exists}: must be one of {', '.join(IF_EXISTS)}")
+    if not 0 <= int(d.task) < int(d.num_task):
+        raise CxlnetError(f"data.task={d.task}: must be in 0..data.num_task-1 (data.num_task={d.num_task})")
+    if d.num_workers is not None and int(d.num_workers) < 0:
+        raise CxlnetError(f"data.num_workers={d.num_workers}: must be >= 0 (0: encode in this process) or null (one per core)")
+    if float(d.part_mb) <= 0:
+        raise CxlnetError(f"data.part_mb={d.part_mb}: must be > 0")
+    corpus = expand_corpus(list(d.corpus), lambda p: resolve_data_file(cfg.paths.data_dir, p))
     tokenizer = Tokenizer(resolve_data_file(cfg.paths.data_dir, d.spiece_model), lower=bool(d.lower))
     out_dir = Path(str(d.out_dir)).expanduser()
-    manifest = build_store(corpus, tokenizer, out_dir, num_shards=int(d.num_shards))
+    workers = default_workers() if d.num_workers is None else int(d.num_workers)
+    manifest = build_store(corpus, tokenizer, out_dir, num_shards=int(d.num_shards), num_workers=workers,
+                           part_bytes=max(1, int(float(d.part_mb) * 2**20)), if_exists=str(d.if_exists),
+                           num_task=int(d.num_task), task=int(d.task))
     c = manifest["counts"]
-    if not c.get("sentences"):  # only blank lines: build_store keeps the document-break tokens alone
-        (out_dir / "store.json").unlink(missing_ok=True)
-        raise CxlnetError(f"empty corpus: no text line in {', '.join(map(str, corpus))}")
-    log.info("token store -> %s: %d tokens, %d documents, %d shards", d.out_dir, c["tokens"], c["documents"],
+    where = out_dir / slice_name(int(d.task), int(d.num_task)) if int(d.num_task) > 1 else out_dir
+    log.info("token store -> %s: %d tokens, %d documents, %d shards", where, c["tokens"], c["documents"],
              len(manifest["shards"]))
     return manifest
 
@@ -132,12 +144,34 @@ def build_model(cfg: DictConfig, vocab_size: int, store_desc: str = "the token s
     return model
 
 
+def record_tokenizer(store, store_path: Path, out_dir: Path) -> dict:
+    """Copy the token store's SentencePiece model into the run as `spiece.model` (once; a resumed
+    run keeps its copy) and return its record (source, sha256, the model's bytes) for checkpoints,
+    so a run, a checkpoint and an export each carry the tokenizer the model was trained with."""
+    info = store.manifest.get("tokenizer", {})
+    want, source = info.get("sha256"), Path(str(info.get("path", "?")))
+    copy = out_dir / SPIECE_FILE
+    for candidate in (copy, source):
+        if candidate.is_file() and sha256_bytes(data := candidate.read_bytes()) == want:
+            break
+    else:
+        raise CxlnetError(f"data.store={store_path}: its tokenizer {source} is missing or changed since the store "
+                          f"was built (sha256 {want}); rebuild the store with `cxlnet data`")
+    if candidate != copy:
+        save_tokenizer(source, out_dir)
+    record = {"source": str(source), "sha256": want, "vocab_size": int(store.manifest["vocab_size"])}
+    atomic_write_json(out_dir / "tokenizer.json", record)
+    return {**record, "spiece_model": data}
+
+
 def write_store_record(cfg: DictConfig, out_dir: Path, store) -> None:
     """The run record of a pre-training run: every file of the token store and its tokenizer."""
     from cxlnet.pretrain.corpus import MANIFEST
     from cxlnet.record import write_run_record
 
-    names = [MANIFEST, "start_pieces.npy"] + [s[k] for s in store.manifest["shards"] for k in ("ids", "sent")]
+    names = [MANIFEST, store.manifest.get("start_pieces", "start_pieces.npy"),  # a union of slices: theirs
+             *(f"{name}/{MANIFEST}" for name in store.manifest.get("slices", []))]
+    names += [s[k] for s in store.manifest["shards"] for k in ("ids", "sent")]
     files = {f"store/{name}": store.dir / name for name in names if (store.dir / name).is_file()}
     tok = Path(store.manifest.get("tokenizer", {}).get("path", ""))
     write_run_record(out_dir, files, tok if tok.is_file() else None,
@@ -175,19 +209,28 @@ def train(cfg: DictConfig) -> dict:
     store_path = resolve_data_file(cfg.paths.data_dir, cfg.data.store)
     store = TokenStore(store_path)
     vocab_size = int(store.manifest["vocab_size"])
-    tok_path = store.manifest.get("tokenizer", {}).get("path", "?")
     show_config(cfg, out_dir)
+    tokenizer = record_tokenizer(store, store_path, out_dir)
+    tok_path = out_dir / SPIECE_FILE
     write_store_record(cfg, out_dir, store)
     ckpt = _resume_path(cfg, out_dir)
     pl.seed_everything(int(cfg.seed), workers=True)
     model = build_model(cfg, vocab_size, f"{tok_path}, store {store_path}")
     if cfg.model.compile:
         model.compile()
-    data_cfg = OmegaConf.merge(cfg.data, {"store": str(store_path)})
+    _warn_early_updates(cfg)
+    train_shards, val_shards = split_shards(cfg.data, store.num_shards)
+    data_cfg = OmegaConf.merge(cfg.data, {"store": str(store_path), "shards": train_shards})
     module = PretrainModule(model, cfg.optimizer, data_cfg, seed=int(cfg.seed), loss_log=out_dir / LOSS_LOG,
-                            stop_after=cfg.train.stop_after)
+                            stop_after=cfg.train.stop_after, mem_reset_every=cfg.get("mem_reset_every"),
+                            tokenizer=tokenizer, val_batches=validation_batches(data_cfg, val_shards, int(cfg.seed)),
+                            monitor_cfg=cfg.monitor, val_log=out_dir / VAL_LOG)
 
     callbacks = [RichProgressBar(leave=True)] if cfg.trainer.enable_progress_bar else []
+    if cfg.monitor.throughput:
+        from cxlnet.pretrain.monitor import PretrainThroughput
+
+        callbacks.append(PretrainThroughput(cfg.monitor.peak_flops, int(cfg.monitor.throughput_window)))
     if cfg.logger.kind != "none":
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     callbacks.append(ModelCheckpoint(
@@ -201,6 +244,11 @@ def train(cfg: DictConfig) -> dict:
         enable_checkpointing=True, callbacks=callbacks, plugins=plugins, num_sanity_val_steps=0,
         limit_val_batches=0, val_check_interval=None,
     )
+    if cfg.monitor.throughput:  # FLOPs of one micro-batch (its rows: the global batch over devices x accumulation)
+        from cxlnet.pretrain.monitor import step_flops
+
+        rows = int(cfg.data.bsz) // (int(trainer.accumulate_grad_batches) * int(trainer.world_size))
+        module.flops_per_batch = step_flops(model.config, rows, int(cfg.data.seq_len), int(cfg.data.num_predict))
     if ckpt is not None:
         log.info("resuming from %s", ckpt)
     trainer.fit(module, ckpt_path=str(ckpt) if ckpt else None)
@@ -213,11 +261,15 @@ def train(cfg: DictConfig) -> dict:
         return {}
     metrics = {}
     if trainer.is_global_zero:
-        export_model(module.model, out_dir / "model", spiece=Path(tok_path))
+        export_model(module.model, out_dir / "model", spiece=tok_path)
         losses = read_losses(out_dir / LOSS_LOG)
         metrics = {"first_loss": losses[0][1] if losses else float("nan"),
                    "last_loss": losses[-1][1] if losses else float("nan"),
                    "last10_loss": sum(l for _, l, _ in losses[-10:]) / max(1, len(losses[-10:]))}
+        validation = read_validation(out_dir / VAL_LOG)
+        if validation:  # the last validation (held-out PLM loss, collapse signal) and the first one
+            metrics.update(val_loss=validation[-1][1], content_spread=validation[-1][2],
+                           first_val_loss=validation[0][1], first_content_spread=validation[0][2])
         record = {"command": "train", "model": cfg.model.name, "seed": int(cfg.seed), "run_name": cfg.run_name,
                   "steps": int(trainer.global_step), "metrics": {k: round(v, 4) for k, v in metrics.items()},
                   "seconds": round(time.time() - started, 1)}
@@ -225,6 +277,75 @@ def train(cfg: DictConfig) -> dict:
         log.info("loss %.3f -> %.3f in %d steps; HF weights -> %s", metrics["first_loss"], metrics["last_loss"],
                  trainer.global_step, out_dir / "model")
     return metrics
+
+
+# Largest early AdamWeightDecay step (per weight, steady gradient) without a warning: 5% of the 0.02
+# init std. The demo's old preset (lr 1e-3, 30 warm-up steps) reached 5.5e-3 and collapsed.
+EARLY_UPDATE_LIMIT = 1e-3
+
+
+def _warn_early_updates(cfg: DictConfig) -> None:
+    """AdamWeightDecay (no bias correction) with a warm-up too short for its lr: say how large its
+    first updates are (see `early_update_scale`)."""
+    from cxlnet.pretrain.monitor import early_update_scale
+
+    if not str(cfg.optimizer.optim.get("_target_", "")).endswith("AdamWeightDecay"):
+        return
+    warmup = cfg.optimizer.warmup_steps
+    warmup = int(warmup) if warmup is not None else int(float(cfg.optimizer.warmup_ratio) * int(cfg.train.max_steps))
+    scale, step = early_update_scale(warmup, int(cfg.train.max_steps), float(cfg.optimizer.min_lr_ratio),
+                                     cfg.optimizer.optim.betas)
+    lr = float(cfg.optimizer.optim.lr)
+    if scale * lr > EARLY_UPDATE_LIMIT:
+        log.warning("optimizer: AdamWeightDecay has no bias correction; with %d warm-up steps its update at step %d "
+                    "is %.1fx the peak lr %.1e = %.1e per step, 1/%d of the 0.02 init std (XLNet's 20k-step warm-up "
+                    "keeps it below 1x lr): a risk of the content-stream collapse that monitor.collapse_threshold "
+                    "watches for; lower the lr or lengthen the warm-up", warmup, step, scale, lr, scale * lr,
+                    round(0.02 / (scale * lr)))
+
+
+def split_shards(data_cfg: DictConfig, num_shards: int) -> tuple[list[int] | None, list[int]]:
+    """(training shards, held-out validation shards): the last `data.val_shards` shards of the store
+    are never trained on. Training shards stay None (the stream's `shards[task::num_task]`) when
+    nothing is held out and `data.shards` is unset."""
+    held = int(data_cfg.val_shards)
+    if held < 0 or held >= num_shards:
+        raise CxlnetError(f"data.val_shards={held}: the store has {num_shards} shards, at least one must be left to "
+                          f"train on (data.val_shards=0 holds none out; `cxlnet data data.num_shards=N` makes more)")
+    val = list(range(num_shards - held, num_shards))
+    if data_cfg.shards is not None:
+        train = [int(s) for s in data_cfg.shards]
+        if set(train) & set(val):
+            raise CxlnetError(f"data.shards={train} includes held-out validation shards {sorted(set(train) & set(val))} "
+                              f"(data.val_shards={held} holds out the last {held})")
+        return train, val
+    if not held:
+        return None, val
+    return list(range(num_shards - held))[int(data_cfg.task)::int(data_cfg.num_task)], val
+
+
+def validation_batches(data_cfg: DictConfig, shards: list[int], seed: int) -> list[dict]:
+    """The first `data.val_batches` stream batches of the held-out shards (the whole global batch,
+    same data settings as training), built once."""
+    from cxlnet.pretrain.examples import PretrainStream
+    from cxlnet.pretrain.module import stream_kwargs
+
+    if not shards or not int(data_cfg.val_batches):
+        return []
+    kwargs = {**stream_kwargs(data_cfg, 1, seed), "shards": shards, "num_task": 1, "task": 0}
+    try:
+        stream = PretrainStream(data_cfg.store, **kwargs)
+        return list(stream.iter_batches(0, int(data_cfg.val_batches)))
+    except CxlnetError as err:
+        raise CxlnetError(f"validation shards {shards} (data.val_shards): {err}") from None
+
+
+def read_validation(path: Path) -> list[tuple[int, float, float]]:
+    """(step, validation loss, content spread) rows of a run's val.tsv."""
+    if not Path(path).is_file():
+        return []
+    return [(int(s), float(v), float(c)) for s, v, c in
+            (line.split("\t") for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip())]
 
 
 def read_losses(path: Path) -> list[tuple[int, float, float]]:
@@ -247,15 +368,16 @@ def train_main(cfg: DictConfig) -> None:
 
 # ------------------------------------------------------------------------------------ export
 def export_model(model, out_dir: Path, spiece: Path | None = None) -> Path:
-    """Save an XLNetLMHeadModel in HF format with fine-tuning's memory settings (no mem / bi_data)."""
+    """Save an XLNetLMHeadModel in HF format with fine-tuning's memory settings (no mem / bi_data),
+    with the `spiece` tokenizer beside it as `spiece.model`."""
     from cxlnet.model import XLNetLMHeadModel
 
     config = model.config.replace(mem_len=None, reuse_len=None, bi_data=False, grad_checkpointing=False)
     clean = XLNetLMHeadModel(config)
     clean.load_state_dict(model.state_dict())
     clean.save_pretrained(out_dir)
-    if spiece is not None and Path(spiece).is_file():
-        shutil.copyfile(spiece, Path(out_dir) / "spiece.model")
+    if spiece is not None:
+        save_tokenizer(spiece, out_dir)
     return Path(out_dir)
 
 
@@ -293,24 +415,17 @@ def export_checkpoint(ckpt: str | Path, out_dir: str | Path) -> Path:
     if missing or unexpected:
         raise CxlnetError(f"{ckpt}: weights do not match the saved config (missing {missing[:3]}, "
                           f"unexpected {unexpected[:3]})")
-    run = ckpt.parent.parent
-    spiece = run / "model" / "spiece.model"
-    if not spiece.is_file():
-        tok = _store_tokenizer(run)
-        spiece = tok if tok and tok.is_file() else None
-    return export_model(model, Path(out_dir), spiece=spiece)
-
-
-def _store_tokenizer(run: Path) -> Path | None:
-    cfg_file = run / "config.yaml"
-    if not cfg_file.is_file():
-        return None
-    try:
-        store = OmegaConf.load(cfg_file).data.store
-        from cxlnet.pretrain.corpus import TokenStore
-        return Path(TokenStore(store).manifest["tokenizer"]["path"])
-    except Exception:  # noqa: BLE001 - the tokenizer copy is a convenience only
-        return None
+    out = export_model(model, Path(out_dir))
+    tokenizer = info.get("tokenizer")
+    if tokenizer:  # the checkpoint carries the tokenizer it was trained with
+        if sha256_bytes(tokenizer["spiece_model"]) != tokenizer["sha256"]:
+            raise CxlnetError(f"{ckpt}: the saved tokenizer does not match its sha256 (a damaged checkpoint)")
+        atomic_write_bytes(out / SPIECE_FILE, tokenizer["spiece_model"])
+    elif (ckpt.parent.parent / SPIECE_FILE).is_file():  # a checkpoint of a run that recorded none in it
+        save_tokenizer(ckpt.parent.parent / SPIECE_FILE, out)
+    else:
+        log.warning("%s: no tokenizer recorded with this checkpoint; give model.spiece_model when fine-tuning", ckpt)
+    return out
 
 
 def exported_checkpoint(ckpt: str | Path) -> Path:

@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 from cxlnet.errors import CxlnetError
-from cxlnet.pretrain.corpus import TokenStore, continue_sent_ids
+from cxlnet.pretrain.corpus import TokenStore
+from cxlnet.pretrain.passview import PassText, RowBoundaries, SortedBoundaries
 from cxlnet.text import CLS_ID, SEP_ID
 
 _SPLIT, _MASK, _PERM = 0, 1, 2
@@ -97,30 +98,33 @@ def block_order(sigma: np.ndarray, n: int) -> np.ndarray:
     return (pos // P) * P + sigma[:, pos % P]
 
 
-def split_a_and_b(bnd: np.ndarray, data_len: int, begin: int, tot_len: int, rng: np.random.Generator):
-    """`_split_a_and_b(extend_target=True)` on a row given its sentence boundaries `bnd` (sorted
-    indices k with sent[k] != sent[k-1]). Returns `(a_end, b_begin, b_end, label)` (A starts at
-    `begin`) or None. Random draws: `random()` (only with cut points), `choice`, `randint` as XLNet."""
+def split_a_and_b(bnd, data_len: int, begin: int, tot_len: int, rng: np.random.Generator):
+    """`_split_a_and_b(extend_target=True)` on a row given its sentence boundaries `bnd` (the sorted
+    indices k with sent[k] != sent[k-1], as an array or a `RowBoundaries`). Returns `(a_end,
+    b_begin, b_end, label)` (A starts at `begin`) or None. Random draws: `random()` (only with cut
+    points), `choice`, `randint` as XLNet."""
+    if isinstance(bnd, np.ndarray):
+        bnd = SortedBoundaries(bnd)
     if begin + tot_len >= data_len:
         return None
-    lo = int(np.searchsorted(bnd, begin + 1, "left"))
-    k = int(np.searchsorted(bnd, begin + tot_len, "left"))
-    end = int(bnd[k]) if k < bnd.size else data_len
-    n_cut = k - lo
+    cuts = bnd.within(begin + 1, begin + tot_len)
+    end = bnd.first_at_or_after(begin + tot_len)
+    end = data_len if end is None else end
+    n_cut = cuts.size
     if n_cut == 0 or rng.random() < 0.5:
         label = 0
-        a_end = end if n_cut == 0 else int(bnd[lo + int(rng.integers(n_cut))])
+        a_end = end if n_cut == 0 else int(cuts[int(rng.integers(n_cut))])
         b_len = max(1, tot_len - (a_end - begin))
         b_begin = int(rng.integers(0, data_len - 1 - b_len + 1))
         b_end = b_begin + b_len
-        j = int(np.searchsorted(bnd, b_begin, "right")) - 1  # sentence start of b_begin
-        b_begin = int(bnd[j]) if j >= 0 else 0
+        start = bnd.last_at_or_before(b_begin)  # sentence start of b_begin
+        b_begin = 0 if start is None else start
         if b_end < data_len - 1:  # extend to the end of b_end's sentence (at most data_len - 1)
-            j = int(np.searchsorted(bnd, b_end, "left"))
-            b_end = min(int(bnd[j]) if j < bnd.size else data_len, data_len - 1)
+            stop = bnd.first_at_or_after(b_end)
+            b_end = min(data_len if stop is None else stop, data_len - 1)
     else:
         label = 1
-        a_end = int(bnd[lo + int(rng.integers(n_cut))])
+        a_end = int(cuts[int(rng.integers(n_cut))])
         b_begin, b_end = a_end, end
     # trim the longer side one token at a time (ties trim B), in closed form
     a, b = a_end - begin, b_end - b_begin
@@ -206,27 +210,30 @@ def _sample_masks(start: np.ndarray, goal: int, rng: np.random.Generator, alpha:
 
 @dataclass
 class _PassData:
-    """One pass in XLNet's create_tfrecords row layout, without copying the text per row: row r is
-    forward stream `src[r]`, read backwards when `reverse[r]` (bi_data)."""
+    """One pass in XLNet's create_tfrecords row layout, without copying the text: row r is forward
+    row `src[r]` of the pass text, read backwards when `reverse[r]` (bi_data)."""
 
     pass_id: int
-    fwd: np.ndarray  # [nf, T] token ids of the forward streams (store dtype; a view of the pass text)
-    src: np.ndarray  # [bsz] forward stream of each row
+    text: PassText
+    src: np.ndarray  # [bsz] forward row of each batch row
     reverse: np.ndarray  # [bsz] bool: backward (time-reversed) row
-    bnd: list  # per row: sorted sentence boundary indices, in the row's own direction
+    bnd: list  # per row: its RowBoundaries, in the row's own direction
     steps: int
 
     @property
     def T(self) -> int:
-        return self.fwd.shape[1]
+        return self.text.T
 
-    def row(self, r: int) -> np.ndarray:
-        f = self.fwd[self.src[r]]
-        return f[::-1] if self.reverse[r] else f
+    def window(self, r: int, lo: int, hi: int) -> np.ndarray:
+        """Tokens [lo, hi) of batch row r, in the row's direction."""
+        f = int(self.src[r])
+        if not self.reverse[r]:
+            return self.text.ids(f, lo, hi)
+        return self.text.ids(f, self.T - hi, self.T - lo)[::-1]
 
     def columns(self, lo: int, hi: int) -> np.ndarray:
         """rows[:, lo:hi] as a [bsz, hi - lo] array."""
-        return np.stack([self.row(r)[lo:hi] for r in range(self.src.size)])
+        return np.stack([self.window(r, lo, hi) for r in range(self.src.size)])
 
 
 class PretrainStream:
@@ -272,22 +279,7 @@ class PretrainStream:
 
     def _build_pass(self, pass_id: int) -> _PassData:
         cfg = self.cfg
-        ids_list, sent_list, prev = [], [], None
-        for k in self.shard_order(pass_id):
-            sh = self.store.shard(k)
-            if sh.ids.size == 0:
-                continue
-            sent, prev = continue_sent_ids(sh.sent, prev)
-            ids_list.append(sh.ids)
-            sent_list.append(sent)
-        data, sent = np.concatenate(ids_list), np.concatenate(sent_list)
-        nf = self._n_streams
-        T = data.size // nf
-        fwd, fsent = data[: nf * T].reshape(nf, T), sent[: nf * T].reshape(nf, T)
-        # sentence boundaries k (sent[k] != sent[k-1]) of each forward stream; reversed, k -> T - k
-        change = np.flatnonzero((fsent[:, 1:] != fsent[:, :-1]).ravel())
-        r_of, c_of = np.divmod(change, T - 1)
-        fwd_bnd = np.split(c_of + 1, np.searchsorted(r_of, np.arange(1, nf)))
+        text = PassText(self.store, self.shard_order(pass_id), self._n_streams)
         if cfg.bi_data:
             # per core: its bsz/num_core/2 forward streams, then the same streams reversed
             half = cfg.bsz // cfg.num_core // 2
@@ -295,10 +287,11 @@ class PretrainStream:
             src, reverse = core * half + within % half, within >= half
         else:
             src, reverse = np.arange(cfg.bsz), np.zeros(cfg.bsz, dtype=bool)
-        bnd = [T - fwd_bnd[f][::-1] if rev else fwd_bnd[f] for f, rev in zip(src, reverse)]
-        pd = _PassData(pass_id, fwd, src, reverse, bnd, 0)
+        bnd = [RowBoundaries(text, int(f), bool(rev)) for f, rev in zip(src, reverse)]
+        pd = _PassData(pass_id, text, src, reverse, bnd, 0)
         pd.steps = self._count_steps(pd)
         self._steps[pass_id] = pd.steps
+        self.store.release()
         return pd
 
     def _count_steps(self, pd: _PassData) -> int:
@@ -308,7 +301,8 @@ class PretrainStream:
         # the split can fail (randomly) only once no boundary lies at or after begin + tot_len
         first_risky = n_win
         for b in pd.bnd:
-            last = int(b[-1]) if b.size else -1
+            last = b.last_at_or_before(pd.T - 1)
+            last = -1 if last is None else last
             # risky when last < s*R + R + tot  <=>  s > (last - R - tot) / R
             s0 = max(0, (last - R - tot) // R + 1) if last >= 0 else 0
             first_risky = min(first_risky, s0)
@@ -420,15 +414,15 @@ class PretrainStream:
         tgt[:, :R] = pd.columns(i + 1, i + R + 1)
         begin = i + R
         for r, (a_end, b_begin, b_end, _label) in enumerate(splits):
-            row = pd.row(r)
+            a_text, b_text = pd.window(r, begin, a_end + 1), pd.window(r, b_begin, b_end + 1)
             na, nb = a_end - begin, b_end - b_begin
             xr, tr = x[r, R:], tgt[r, R:]
-            xr[:na] = row[begin:a_end]
+            xr[:na] = a_text[:na]
             xr[na] = SEP_ID
-            xr[na + 1: na + 1 + nb] = row[b_begin:b_end]
+            xr[na + 1: na + 1 + nb] = b_text[:nb]
             xr[na + 1 + nb:] = (SEP_ID, CLS_ID)
-            tr[:na] = row[begin + 1: a_end + 1]
-            tr[na: na + nb + 1] = row[b_begin: b_end + 1]
+            tr[:na] = a_text[1:]
+            tr[na: na + nb + 1] = b_text
             tr[na + nb + 1:] = CLS_ID
             seg[r, : R + na + 1] = 0
             seg[r, R + na + 1: L - 1] = 1
@@ -482,6 +476,7 @@ class PretrainStream:
         }
         if cfg.include_input_q:
             batch["input_q"] = torch.from_numpy(target_tok.astype(np.float32))
+        self.store.release()  # the windows are copied out: the loader's RSS stays one batch's pages
         return batch
 
     def iter_batches(self, start_step: int = 0, stop_step: int | None = None, stride: int = 1,

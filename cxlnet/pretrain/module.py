@@ -8,8 +8,10 @@ Memory (§2.9, §3.8): one memory per **row slice**. The stream batch of `data.b
 with `num_core = devices × accumulation` (XLNet's per-core row layout: every slice holds its own
 forward and backward halves for bi_data); device r, micro-batch j trains on slice r·A + j. Row i
 of step s+1 continues the text of row i of step s, so each slice's memory is carried to the same
-slice of the next step: zeros at the start (attended, not masked), detached, never reset except
-by a resume (where it is restored from the checkpoint).
+slice of the next step: zeros at the start (attended, not masked), detached, and restored from the
+checkpoint on a resume. `mem_reset_every: N` restarts every memory from zeros at each step that is
+a multiple of N, as TPUEstimator does in XLNet's train.py on TPU: its `iterations`-step host loop
+(1000) starts from `train_cache_fn`'s zeros (tpu_estimator._train_on_tpu_system). Off by default.
 
 Data position: optimizer step k trains on stream batch k (all its slices), so a run resumed at
 global step k starts the stream at k (in micro-batches: k × accumulation). RNG states (torch,
@@ -18,6 +20,12 @@ CUDA, XLA, numpy, python; the same on every rank, all seeded alike), the memorie
 resume if it changed) are saved in every checkpoint and restored right before the first resumed
 step, so a resumed run continues the loss curve of the uninterrupted one exactly (on CPU, in one
 process or several).
+
+Validation (`cxlnet.pretrain.monitor`): before the first update, every `monitor.every_n_steps`
+optimizer steps and after the last, rank 0 scores the held-out batches (shards never trained on)
+in eval mode: `val/loss` and the content-stream collapse signal `val/content_spread` (with a
+warning when it falls below `monitor.collapse_threshold`), also appended to `val.tsv`. Eval mode
+draws no random numbers, so validation leaves the training curve unchanged.
 """
 from __future__ import annotations
 
@@ -99,8 +107,22 @@ class PretrainModule(TrainModule):
     """`model`: an `XLNetLMHeadModel` whose config has mem_len / reuse_len / bi_data of the run."""
 
     def __init__(self, model, optimizer_cfg: DictConfig, data_cfg: DictConfig, seed: int = 0,
-                 loss_log: str | Path | None = None, stop_after: int | None = None):
+                 loss_log: str | Path | None = None, stop_after: int | None = None,
+                 mem_reset_every: int | None = None, tokenizer: dict | None = None,
+                 val_batches: list[dict] | None = None, monitor_cfg: DictConfig | None = None,
+                 val_log: str | Path | None = None):
         super().__init__(model, optimizer_cfg)
+        self.mem_reset_every = int(mem_reset_every) if mem_reset_every else None
+        self.tokenizer = tokenizer  # source, sha256, vocab_size, spiece_model bytes: saved in every checkpoint
+        # held-out batches (never trained on): validation PLM loss, and the first is the collapse probe
+        self.val_batches = list(val_batches or [])
+        self.val_every = int(monitor_cfg.every_n_steps) if monitor_cfg is not None else 0
+        self.collapse_threshold = float(monitor_cfg.collapse_threshold) if monitor_cfg is not None else 0.0
+        self.val_log = Path(val_log) if val_log else None
+        self.flops_per_batch: int | None = None  # for Lightning's ThroughputMonitor (set by `cxlnet train`)
+        self._spread0: float | None = None
+        self._collapsed = False
+        self.last_validation: dict[str, float] = {}
         self.data_cfg = data_cfg
         self.seed = int(seed)
         self.loss_log = Path(loss_log) if loss_log else None
@@ -155,7 +177,11 @@ class PretrainModule(TrainModule):
             _set_rng_state(self._pending_rng)
             self._pending_rng = None
         j, step = int(batch["slice"]), int(batch["step"])
+        if self.mem_reset_every and step % self.mem_reset_every == 0:
+            self.mems.pop(j, None)  # TPUEstimator's new host loop: memory from zeros
         rows = batch["input_ids"].shape[0]
+        if self.val_every and step == self.data_start and j == self.my_slices()[0] and self._spread0 is None:
+            self.validate_now(step)  # before the first update: the baseline of the collapse signal
         if self._step_started is None:
             self._step_started = time.perf_counter()
         out = self.model(batch["input_ids"], token_type_ids=batch["token_type_ids"],
@@ -186,6 +212,9 @@ class PretrainModule(TrainModule):
         self.log("train/lr", lr, prog_bar=True, on_step=True, on_epoch=False)
         self.log("train/tokens_per_s", tokens / dt, prog_bar=True, on_step=True, on_epoch=False)
         self.log("train/samples_per_s", samples / dt, prog_bar=False, on_step=True, on_epoch=False)
+        last = step + 1 >= int(self.trainer.max_steps)
+        if self.val_every and ((step + 1) % self.val_every == 0 or last):
+            self.validate_now(step + 1)
         if self.stop_after is not None and step + 1 >= self.stop_after:
             self.trainer.should_stop = True  # a planned stop: like a kill after checkpointing
         if self.loss_log is not None and self.trainer.is_global_zero:
@@ -195,12 +224,51 @@ class PretrainModule(TrainModule):
     def on_train_batch_end(self, outputs, batch, batch_idx):
         pass  # train/lr is logged once per optimizer step in _finish_step
 
+    # ---------------------------------------------------------------- validation
+    def validate_now(self, step: int) -> None:
+        """Validation PLM loss on the held-out batches and the collapse signal, after `step`
+        optimizer steps; rank 0 only (no collective op), in eval mode (no dropout, no RNG drawn)."""
+        if not self.val_batches or not self.trainer.is_global_zero:
+            return
+        from cxlnet.pretrain.monitor import content_spread, validation_loss
+
+        device = self.model.transformer.word_embedding.weight.device
+        batches = [{k: v.to(device) for k, v in b.items()} for b in self.val_batches]
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            val_loss = validation_loss(self.model, batches, lm_loss)
+            spread = content_spread(self.model, batches[0])
+        finally:
+            self.model.train(was_training)
+        if self._spread0 is None:
+            self._spread0 = spread
+        self.log("val/loss", val_loss, prog_bar=True, on_step=True, on_epoch=False, rank_zero_only=True)
+        self.log("val/content_spread", spread, on_step=True, on_epoch=False, rank_zero_only=True)
+        collapsed = spread < self.collapse_threshold
+        if collapsed and not self._collapsed:
+            log.warning("step %d: the content stream has collapsed: its states differ across positions by %.3f "
+                        "(relative spread; %.3f at the start), below monitor.collapse_threshold %.3f. Fine-tuning "
+                        "from these weights starts from near-identical token states: lower the learning rate, "
+                        "lengthen the warm-up or pre-train on more text", step, spread, self._spread0,
+                        self.collapse_threshold)
+        self._collapsed = collapsed
+        self.last_validation = {"val_loss": val_loss, "content_spread": spread}
+        if self.val_log is not None:
+            with self.val_log.open("a", encoding="utf-8") as fh:
+                fh.write(f"{step}\t{val_loss:.8f}\t{spread:.6f}\n")
+
     def on_train_start(self) -> None:
-        # a resumed run drops the loss-log lines the checkpoint has not seen
-        if self.loss_log is not None and self.trainer.is_global_zero and self.loss_log.exists():
-            keep = [ln for ln in self.loss_log.read_text(encoding="utf-8").splitlines()
-                    if ln and int(ln.split("\t")[0]) < self.trainer.global_step]
-            self.loss_log.write_text("".join(f"{ln}\n" for ln in keep), encoding="utf-8")
+        super().on_train_start()
+        # a resumed run drops the log lines the checkpoint has not seen (validation rows are
+        # written after their step, so the resumed step's own row is rewritten too)
+        if not self.trainer.is_global_zero:
+            return
+        for path, upto in ((self.loss_log, self.trainer.global_step), (self.val_log, self.trainer.global_step)):
+            if path is not None and path.exists():
+                keep = [ln for ln in path.read_text(encoding="utf-8").splitlines()
+                        if ln and int(ln.split("\t")[0]) < upto]
+                path.write_text("".join(f"{ln}\n" for ln in keep), encoding="utf-8")
 
     # ---------------------------------------------------------------- checkpoints
     def _all_mems(self) -> dict[int, list[torch.Tensor]]:
@@ -233,6 +301,7 @@ class PretrainModule(TrainModule):
             "mems": self._all_mems(),
             "rng": _get_rng_state(),
             "model_config": self.model.config.to_dict(),
+            "tokenizer": self.tokenizer,
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -264,7 +333,8 @@ class PretrainModule(TrainModule):
 
 def lm_loss(logits: torch.Tensor, target: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:
     """Σ(ce · target_mask) / Σ target_mask over the [B, P] target slots (spec §3.9)."""
-    ce = F.cross_entropy(logits.float().flatten(0, 1), target.flatten(), reduction="none").view_as(target_mask)
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # fp32 or wider, never bf16
+    ce = F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none").view_as(target_mask)
     mask = target_mask.to(ce.dtype)
     return (ce * mask).sum() / mask.sum().clamp_min(1.0)
 
