@@ -29,7 +29,7 @@ STEPS, STOP = 12, 6
 TRAIN = [
     "experiment=pretrain_demo", "hardware=tpu", "logger=none", "trainer.enable_progress_bar=false", "seed=0",
     "data.bsz=4", "data.seq_len=32", "data.reuse_len=16", "data.perm_size=16", "data.num_predict=6",
-    "mem_len=16", "optimizer.warmup_steps=3", f"train.max_steps={STEPS}", "train.save_steps=3",
+    "mem_len=16", "optimizer.optim.lr=1e-3", "optimizer.warmup_steps=3", f"train.max_steps={STEPS}", "train.save_steps=3",
     "data.num_workers=0",
 ]
 
