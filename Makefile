@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
 export WANDB_MODE ?= offline
 
-.PHONY: help install demo test test-slow mutate bench reproduce-table pretrain-demo clean
+.PHONY: help install demo test test-slow test-tpu mutate bench reproduce-table pretrain-demo clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -e 's|$$(TORCH_VERSION)|$(TORCH_VERSION)|g' \
@@ -35,6 +35,22 @@ mutate: install  ## mutation testing of the core modules (slow: hours on 2 cores
 	$(BIN)/pip install --quiet -e ".[test,mutate]"
 	WANDB_MODE=disabled $(BIN)/python tools/mutate.py $(MUTATE_ARGS)
 
+# hardware=tpu exercised on this CPU: torch-xla runs XLA on the host with PJRT_DEVICE=CPU. It pins its own
+# torch (on x86_64 a ~7 GB CUDA build), so it gets a venv of its own; .venv is left as it is.
+TPU_VENV ?= .venv-tpu
+XLA_TORCH_VERSION ?= 2.9.1
+TORCH_XLA_VERSION ?= 2.9.0
+XLA_PINS := "torch==$(XLA_TORCH_VERSION)" "torch-xla==$(TORCH_XLA_VERSION)"
+
+$(TPU_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(TPU_VENV)
+	$(TPU_VENV)/bin/pip install --quiet $(XLA_PINS)
+	$(TPU_VENV)/bin/pip install --quiet -e ".[tpu]" "pytest>=8" "pytest-timeout>=2.3" $(XLA_PINS)
+	touch $@
+
+test-tpu: $(TPU_VENV)/.installed  ## hardware=tpu on the CPU through torch-xla (own venv $(TPU_VENV), ~7 GB; slow)
+	WANDB_MODE=disabled PJRT_DEVICE=CPU $(TPU_VENV)/bin/pytest -q -m tpu tests/test_tpu.py
+
 bench: install  ## cxlnet vs transformers, side by side (CPU always, GPU when present)
 	$(BIN)/python -m benchmarks.run
 
@@ -49,4 +65,4 @@ pretrain-demo: install  ## pre-train a tiny XLNet on the shipped corpus sample: 
 	$(BIN)/cxlnet train experiment=pretrain_demo
 
 clean:  ## remove build outputs (keeps runs/)
-	rm -rf $(VENV) .pytest_cache build dist *.egg-info
+	rm -rf $(VENV) $(TPU_VENV) .pytest_cache build dist *.egg-info

@@ -321,12 +321,16 @@ def build_trainer(cfg: DictConfig, run_dir: Path, group: str | None, batch: Batc
 
     from cxlnet.guard import build_guard
     from cxlnet.quiet import silence_third_party_notices
+    from cxlnet.launch import WeightsAgree, cpu_threads_per_job, job_devices
     from cxlnet.runs import single_run_argv_for_workers
 
     silence_third_party_notices()
     hw = cfg.hardware
-    if hw.accelerator == "tpu":
-        require_torch_xla()
+    accelerator = hw.accelerator
+    if accelerator == "tpu":
+        from cxlnet.xla import xla_accelerator
+
+        accelerator = xla_accelerator()
     if hw.accelerator == "gpu" and not torch.cuda.is_available():
         raise CxlnetError("hardware=gpu: no CUDA GPU is visible to torch (torch.cuda.is_available() is False); "
                           "use hardware=cpu, or install a CUDA build of torch")
@@ -338,10 +342,12 @@ def build_trainer(cfg: DictConfig, run_dir: Path, group: str | None, batch: Batc
         if loggers:
             callbacks.append(LearningRateMonitor(logging_interval="step"))
     callbacks = [*callbacks, build_guard(cfg.guard, run_dir)]
+    cpu_threads_per_job(hw, cfg.get("launcher"))
     tcfg = cfg.trainer
     kwargs = dict(
-        accelerator=hw.accelerator,
-        devices=hw.devices,
+        accelerator=accelerator,
+        devices=job_devices(hw, cfg.get("launcher")),
+        num_nodes=hw.num_nodes,
         precision=hw.precision,
         strategy=hw.strategy,
         logger=loggers or False,
@@ -361,6 +367,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, group: str | None, batch: Batc
     kwargs.update(overrides)
     if tcfg.get("overfit_batches"):  # debug=overfit: one batch again and again, for overfit_steps steps
         kwargs.update(overfit_batches=tcfg.overfit_batches, max_steps=int(tcfg.overfit_steps), max_epochs=-1)
+    kwargs["callbacks"] = [*kwargs["callbacks"], WeightsAgree()]
     trainer = pl.Trainer(**kwargs)
     if batch is not None:
         trainer.accumulate_grad_batches = batch.plan(hw, trainer).accumulation  # derived, never set by hand
@@ -414,13 +421,6 @@ class TaskData(pl.LightningDataModule):
             dataset, batch_size=batch, shuffle=shuffle, drop_last=shuffle, num_workers=self.num_workers,
             generator=torch.Generator().manual_seed(self.seed),
         )
-
-
-def require_torch_xla() -> None:
-    try:
-        import torch_xla  # noqa: F401
-    except ImportError:
-        raise CxlnetError("hardware=tpu needs torch-xla: pip install 'cxlnet[tpu]' on a TPU VM") from None
 
 
 def metrics_path(run_dir: Path) -> Path:

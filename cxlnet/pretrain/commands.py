@@ -105,7 +105,7 @@ def atomic_checkpoint_io(accelerator: str):
     first), writing to a temporary file beside the target that is fsynced and renamed into place."""
     from lightning_fabric.utilities.cloud_io import get_filesystem
 
-    from cxlnet.training import require_torch_xla
+    from cxlnet.xla import require_torch_xla
 
     if accelerator == "tpu":
         require_torch_xla()  # XLACheckpointIO raises a bare ModuleNotFoundError without it

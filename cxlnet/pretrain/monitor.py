@@ -13,6 +13,7 @@ relative to their RMS (about 1 at random init; a collapsed model has a few hundr
 from __future__ import annotations
 
 import logging
+import os
 
 import torch
 from pytorch_lightning.callbacks import ThroughputMonitor
@@ -89,7 +90,14 @@ class PretrainThroughput(ThroughputMonitor):
         self.peak_flops = None if peak_flops is None else float(peak_flops)
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        super().setup(trainer, pl_module, stage)
+        if trainer.strategy.root_device.type == "xla" and os.environ.get("PJRT_DEVICE", "").upper() == "CPU":
+            # XLA on the host CPU: Lightning would ask a TPU VM's metadata server for the chip's FLOP/s
+            from unittest import mock
+
+            with mock.patch("pytorch_lightning.callbacks.throughput_monitor.get_available_flops", return_value=None):
+                super().setup(trainer, pl_module, stage)
+        else:
+            super().setup(trainer, pl_module, stage)
         if self.peak_flops is not None:
             self.available_flops = self.peak_flops
             for throughput in self._throughputs.values():
