@@ -325,9 +325,10 @@ def _describe(config) -> str:
 
 
 def _named_architecture(model_yaml: DictConfig):
-    from cxlnet.model import XLNetConfig
+    """The size fields a `model=` option states (its `config` block)."""
+    from types import SimpleNamespace
 
-    return XLNetConfig.named(model_yaml.size, **OmegaConf.to_container(model_yaml.config, resolve=True))
+    return SimpleNamespace(**{k: model_yaml.config[k] for k in ARCHITECTURE_FIELDS})
 
 
 def _same_architecture(a, b) -> bool:

@@ -49,7 +49,7 @@ from cxlnet.tableview import build_rows, markdown, parse_cell, row_dir, slug, to
 TABLE_KEYS = {"title", "metric", "seeds", "columns", "external", "rows", "pretrain_stages"}
 # `pretrain` (with the table's `pretrain_stages`) names the pre-training stage a row fine-tunes.
 ROW_KEYS = {"name", "overrides", "published", "seeds", "scores", "pretrain"}
-PROFILE_KEYS = {"description", "results", "out", "seeds", "overrides", "plot_published"}
+PROFILE_KEYS = {"description", "results", "out", "seeds", "overrides", "plot_published", "pretrain_stages"}
 # A pre-training stage: overrides of `cxlnet vocab` (optional: without it the store uses data's
 # `data.spiece_model`), `cxlnet data` and `cxlnet train`, run once into results/<table>/<stage>/.
 STAGE_KEYS = {"vocab", "data", "train"}
@@ -157,7 +157,7 @@ def load_profile(base: Path, name: str | None) -> dict:
     """`experiments/profiles/<name>.yaml` (or a path): results directory, output, seeds, overrides.
     Without a name: `paper.yaml` where there is one, else the rows as declared into `results/`."""
     defaults = {"results": "results", "out": "RESULTS.md", "seeds": None, "overrides": [], "plot_published": True,
-                "description": ""}
+                "description": "", "pretrain_stages": True}
     path = Path(name) if name and name.endswith(".yaml") else base / "profiles" / f"{name or 'paper'}.yaml"
     if name is None and not path.is_file():
         return defaults
@@ -336,7 +336,7 @@ def main(argv: list[str]) -> int:
         for table_id, spec in tables:
             stages: dict[str, Path | None] = {}
             for row in (r for r in spec["rows"] if "overrides" in r):
-                start = stage_overrides(table_id, spec, row, results, stages)
+                start = stage_overrides(table_id, spec, row, results, stages) if profile["pretrain_stages"] else []
                 if start is None:
                     outcomes["failed"] = outcomes.get("failed", 0) + 1
                     continue

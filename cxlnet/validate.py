@@ -94,7 +94,6 @@ RULES: dict[str, Rule] = {
     "optimizer.layer_decay": OPEN_FRACTION,
     "optimizer.layer_decay_mode": one_of("grad", "lr"),
     # trainer and hardware
-    "trainer.accumulate_grad_batches": POSITIVE_INT,
     "trainer.gradient_clip_val": NULL | NON_NEGATIVE_NUMBER,
     "trainer.log_every_n_steps": POSITIVE_INT,
     "trainer.limit_train_batches": NULL | BATCHES,
@@ -102,7 +101,7 @@ RULES: dict[str, Rule] = {
     "trainer.val_check_interval": NULL | BATCHES,
     "trainer.enable_progress_bar": BOOL,
     "hardware.devices": DEVICES,
-    "hardware.micro_batch_size": POSITIVE_INT | AUTO,
+    "hardware.micro_batch_size": NULL | POSITIVE_INT | AUTO,   # null: the whole per-device share at once
     "hardware.num_workers": NON_NEGATIVE_INT,
     "hardware.accelerator": one_of("cpu", "gpu", "tpu", "auto"),
     "logger.kind": one_of("csv", "wandb", "none"),
@@ -110,7 +109,10 @@ RULES: dict[str, Rule] = {
     "model.grad_checkpointing": BOOL,
     "model.compile": BOOL,
     "model.config.dropout": DROPOUT,
-    "model.config.dropatt": DROPOUT,
+    "model.config.dropatt": NULL | DROPOUT,   # null: the same as dropout
+    "model.config.vocab_size": NULL | POSITIVE_INT,   # null: the tokenizer's
+    "model.config.mem_len": NULL | NON_NEGATIVE_INT,
+    "model.config.reuse_len": NULL | NON_NEGATIVE_INT,
     # pre-training (`cxlnet train`)
     "mem_len": NON_NEGATIVE_INT,
     "data.bsz": POSITIVE_INT,

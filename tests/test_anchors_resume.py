@@ -17,7 +17,7 @@ def test_accumulation_with_memory_resumes_exactly(tmp_path, capsys):
 
     def train(name: str, *extra: str) -> None:
         rc, out = cxlnet_inproc(capsys, "train", *GOLDEN_OVERRIDES, f"data.store={store}", f"paths.output_dir={runs}",
-                                f"run_name={name}", "trainer.accumulate_grad_batches=2", "train.max_steps=4",
+                                f"run_name={name}", "hardware.micro_batch_size=2", "train.max_steps=4",
                                 "train.save_steps=2", "data.val_shards=0", *extra)
         assert rc == 0, out[-3000:]
 

@@ -83,3 +83,16 @@ def test_shipped_pretraining_table_declares_its_stage():
     assert {r.get("pretrain") for r in rows} == {"corpus", None}
     assert sum(r["seeds"] for r in rows if "ChnSentiCorp" in r["name"]) >= 10
     assert sum(r["seeds"] for r in rows if "CMRC" in r["name"]) >= 6
+
+
+def test_a_profile_without_stages_runs_no_pre_training(calls, tmp_path):
+    """The smoke profile starts every row from random init: its stages are not run."""
+    (tmp_path / "profiles").mkdir()
+    profile = tmp_path / "profiles" / "nostages.yaml"  # not beside the tables: render reads every *.yaml there
+    profile.write_text("results: results-x\nout: results-x/RESULTS.md\npretrain_stages: false\n"
+                       "overrides: [model.pretrained=null]\n")
+    assert table.main(["run", str(tmp_path / "t.yaml"), "--profile", str(profile)]) == 0
+    assert [c for c, _ in calls] == ["finetune", "finetune", "finetune"]
+    assert not any(a.startswith("model.pretrained=/") for _, args in calls for a in args)
+    smoke = table.load_profile(Path(__file__).resolve().parents[1] / "experiments", "smoke")
+    assert smoke["pretrain_stages"] is False

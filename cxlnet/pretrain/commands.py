@@ -205,7 +205,12 @@ def _num_slices(cfg: DictConfig) -> int | None:
         world = 1
     else:
         return None  # `auto` on an accelerator: the restore checks it once the trainer knows
-    return world * int(cfg.hardware.get("num_nodes", 1)) * int(cfg.trainer.accumulate_grad_batches)
+    processes = world * int(cfg.hardware.get("num_nodes", 1))
+    micro = cfg.hardware.get("micro_batch_size")
+    if micro == "auto":
+        return None  # picked at start: the restore checks it once the trainer knows
+    per_process = int(cfg.data.bsz) // processes
+    return processes * (1 if micro is None else max(1, per_process // int(micro)))
 
 
 def resume_state(cfg: DictConfig, out_dir: Path, store_path: Path) -> tuple[Path | None, dict | None]:

@@ -335,7 +335,7 @@ def check_resume(state: dict, num_slices: int, identity: dict) -> None:
 
     if int(state["num_slices"]) != num_slices:
         raise CxlnetError(
-            f"the checkpoint was written with {state['num_slices']} row slices (devices x accumulate_grad_batches), "
+            f"the checkpoint was written with {state['num_slices']} row slices (devices x accumulation), "
             f"this run has {num_slices}: resume with the same layout so every memory meets its rows")
     saved, now = state.get("data"), identity
     if saved is not None and saved != now:
