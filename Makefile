@@ -48,7 +48,7 @@ $(TPU_VENV)/.installed: pyproject.toml
 	$(TPU_VENV)/bin/pip install --quiet -e ".[tpu]" "pytest>=8" "pytest-timeout>=2.3" $(XLA_PINS)
 	touch $@
 
-test-tpu: $(TPU_VENV)/.installed  ## hardware=tpu on the CPU through torch-xla (own venv $(TPU_VENV), ~7 GB; slow)
+test-tpu: $(TPU_VENV)/.installed  ## hardware=tpu on the CPU through torch-xla (own venv .venv-tpu, ~7 GB; slow)
 	WANDB_MODE=disabled PJRT_DEVICE=CPU $(TPU_VENV)/bin/pytest -q -m tpu tests/test_tpu.py
 
 bench: install  ## cxlnet vs transformers, side by side (CPU always, GPU when present)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 _PACKAGE = Path(__file__).resolve().parent
 
 
@@ -21,3 +23,14 @@ def conf_dir() -> Path:
 
 
 CONF_DIR = str(conf_dir())
+
+
+def parallel_jobs() -> int:
+    """`${cxlnet.parallel_jobs:}` (conf/launcher/joblib.yaml): one job per visible GPU, else 2.
+    Registered here, where every command finds its config tree, so Hydra's launcher resolves it."""
+    import torch
+
+    return torch.cuda.device_count() or 2
+
+
+OmegaConf.register_new_resolver("cxlnet.parallel_jobs", parallel_jobs, replace=True)

@@ -15,19 +15,11 @@ import os
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from cxlnet.errors import CxlnetError
 
 log = logging.getLogger(__name__)
-
-
-def parallel_jobs() -> int:
-    """Default number of parallel jobs for the joblib launcher: one per visible GPU, else 2."""
-    return torch.cuda.device_count() or 2
-
-
-OmegaConf.register_new_resolver("cxlnet.parallel_jobs", parallel_jobs, replace=True)
 
 
 def job_devices(hw: DictConfig, launcher: DictConfig | None):

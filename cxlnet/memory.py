@@ -167,12 +167,12 @@ def show(cfg: DictConfig) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from cxlnet.paths import resolve_data_file
+    from cxlnet.runs import resolve_spiece
     from cxlnet.text import Tokenizer
 
     vocab = cfg.model.config.vocab_size
     if vocab is None:  # the tokenizer's, as for a random initialisation
-        vocab = Tokenizer(resolve_data_file(cfg.paths.data_dir, cfg.model.spiece_model)).vocab_size
+        vocab = Tokenizer(resolve_spiece(cfg)).vocab_size
     limit = device_memory(cfg.hardware)
     precisions = list(cfg.memory.precisions)
     table = Table(title=f"estimated training memory per device: XLNet-{cfg.model.name}, {cfg.task.name}, "

@@ -155,7 +155,7 @@ def show_config(cfg: DictConfig, out_dir: Path) -> None:
     from rich.syntax import Syntax
     from rich.tree import Tree
 
-    atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    record_run(cfg, out_dir)  # config.yaml and .hydra/ (a sweep's summary groups runs by their overrides)
     if sweep_dir() is not None:
         log.info("config: %s", out_dir / "config.yaml")
         return
@@ -164,7 +164,6 @@ def show_config(cfg: DictConfig, out_dir: Path) -> None:
         text = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
         tree.add(f"[bold cyan]{key}[/bold cyan]").add(Syntax(text.rstrip(), "yaml"))
     rprint(tree)
-    record_run(cfg, out_dir)
 
 
 def record_run(cfg: DictConfig, out_dir: Path) -> None:

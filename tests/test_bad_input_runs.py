@@ -33,7 +33,7 @@ def call(run_cli, *argv: str) -> tuple[int, str]:
 def train_args(store: Path, run: Path, *extra: str) -> list[str]:
     return ["train", "experiment=pretrain_demo", "logger=csv", "trainer.enable_progress_bar=false",
             "trainer.log_every_n_steps=1", f"data.store={store}", "data.bsz=4", "data.seq_len=32",
-            "data.reuse_len=16", "data.perm_size=16", "data.num_predict=6", "mem_len=16", "data.num_workers=0",
+            "data.reuse_len=16", "data.perm_size=16", "data.num_predict=6", "mem_len=16", "data.num_workers=0", "data.val_shards=0",
             "train.max_steps=5", "train.save_steps=100", f"hydra.run.dir={run}", *extra]
 
 

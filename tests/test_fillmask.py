@@ -165,7 +165,7 @@ def test_cli_fillmask_prints_report_and_predictions(memorised, tokenizer, tmp_pa
     captured = capsys.readouterr()
     assert rc == 2 and "but model=tiny is" in captured.err and not out.exists()
     assert "HF safetensors" in captured.out and "differs from model=tiny: d_model, n_head, d_inner" in captured.out
-    same_size = [f"+model.config.{k}={SMALL[k]}" for k in ("d_model", "n_head", "d_inner")]
+    same_size = [f"model.config.{k}={SMALL[k]}" for k in ("d_model", "n_head", "d_inner")]
     try:
         rc = cli.main(args + same_size)
     finally:

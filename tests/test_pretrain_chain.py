@@ -106,10 +106,12 @@ def test_random_init_takes_the_vocab_size_of_the_tokenizer(chain):
     from cxlnet.model import XLNetForSequenceClassification
     from cxlnet.runs import model_loader
 
-    cfg = OmegaConf.create({"model": {"name": "tiny", "size": "tiny", "config": {}, "grad_checkpointing": False,
-                                      "pretrained": None}})
+    from cxlnet.confdir import conf_dir
+
+    cfg = OmegaConf.create({"model": OmegaConf.load(conf_dir() / "model" / "tiny.yaml")})  # vocab_size: null
+    assert cfg.model.config.vocab_size is None and cfg.model.pretrained is None
     assert model_loader(cfg, VOCAB)(XLNetForSequenceClassification, num_labels=2).config.vocab_size == VOCAB
-    cfg.model.config = {"vocab_size": 500}  # an explicit size still wins (and is checked against the tokenizer)
+    cfg.model.config.vocab_size = 500  # an explicit size still wins (and is checked against the tokenizer)
     with pytest.raises(Exception, match="vocab size 500 differs from the tokenizer's 3000"):
         model_loader(cfg, VOCAB)(XLNetForSequenceClassification, num_labels=2)
 

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from conftest import cxlnet_inproc
+from cxlnet.confdir import conf_dir
 from cxlnet.paths import sample_dir
 from cxlnet.pretrain.commands import read_losses
 
@@ -183,8 +184,8 @@ def test_finetune_loads_run_dir_and_checkpoint(work, straight, monkeypatch, tmp_
     monkeypatch.setenv("CXLNET_CACHE_DIR", str(tmp_path / "cache"))
     exported = XLNetLMHeadModel.from_pretrained(straight / "model")
     for pretrained in (straight, straight / "checkpoints" / "last.ckpt", straight / "checkpoints" / "step-00000010.ckpt"):
-        cfg = OmegaConf.create({"model": {"name": "tiny", "size": "tiny", "config": {}, "grad_checkpointing": False,
-                                          "pretrained": str(pretrained), "spiece_model": str(HFL_SPIECE)}})
+        cfg = OmegaConf.create({"model": OmegaConf.load(conf_dir() / "model" / "tiny.yaml")})
+        cfg.model.pretrained, cfg.model.spiece_model = str(pretrained), str(HFL_SPIECE)
         model = model_loader(cfg, 32000)(XLNetForSequenceClassification, num_labels=2)
         same = torch.equal(model.transformer.word_embedding.weight, exported.transformer.word_embedding.weight)
         assert same == (pretrained.suffix != ".ckpt" or pretrained.name == "last.ckpt"), pretrained
