@@ -6,7 +6,6 @@ import csv
 import hashlib
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,21 +13,12 @@ import pytest
 import torch
 
 from cxlnet.paths import sample_dir
+from test_finetune_cli import cxlnet  # the real CLI, sample data only, an empty cache
 
 CORPUS = sample_dir() / "corpus" / "zh-hans.txt"
 SAMPLE_DEV = sample_dir() / "chnsenticorp" / "dev.tsv"
 
 VOCAB = 3000  # not hfl's 32000: a chain that falls back to hfl's tokenizer fails loudly
-
-
-def cxlnet(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "disabled", "CXLNET_CACHE_DIR": str(Path(cwd) / "cache")}
-    for name in ("HYDRA_FULL_ERROR", "CXLNET_DATA_DIR"):
-        env.pop(name, None)
-    proc = subprocess.run([sys.executable, "-m", "cxlnet", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, f"cxlnet {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
-    return proc
 
 
 def sha256(path: Path) -> str:
