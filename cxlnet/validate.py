@@ -131,6 +131,7 @@ RULES: dict[str, Rule] = {
     "train.save_steps": POSITIVE_INT,
     "train.keep_checkpoints": MINUS_ONE | NON_NEGATIVE_INT,
     "train.stop_after": NULL | POSITIVE_INT,
+    "train.lm_bias_init": one_of("zeros", "unigram"),
     # `cxlnet data` / `cxlnet vocab`
     "data.num_shards": POSITIVE_INT,
     "data.lower": BOOL,
@@ -142,6 +143,7 @@ RULES: dict[str, Rule] = {
     "vocab.shuffle": BOOL,
     "vocab.lower": BOOL,
     "vocab.overwrite": BOOL,
+    "predict.overwrite": BOOL,
 }
 
 
@@ -258,11 +260,18 @@ def _vocab_output(cfg: DictConfig, prefix: str, key: str) -> None:
                           f"vocab.overwrite=true replaces it")
 
 
+def _predict_output(cfg: DictConfig, value: Any, key: str) -> None:
+    """Predictions are a result: an existing file is replaced only with `predict.overwrite=true`."""
+    path = writable_file(value, key)
+    if path.is_file() and not cfg.predict.get("overwrite"):
+        raise CxlnetError(f"{key}={value}: the file exists; predict.overwrite=true replaces it")
+
+
 # output key -> check(cfg, value, key); `train`'s data.* is the store it reads, not an output
 OUTPUTS: dict[str, Callable[[DictConfig, Any, str], Any]] = {
     "vocab.output": _vocab_output,
     "data.out_dir": lambda cfg, value, key: writable_dir(value, key),
-    "predict.output": lambda cfg, value, key: writable_file(value, key),
+    "predict.output": _predict_output,
 }
 
 

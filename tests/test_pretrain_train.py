@@ -175,6 +175,29 @@ def test_export_loads_in_transformers(work, straight, capsys):
     assert rec["tokenizer"]["sha256"] == json.loads((work["store"] / "store.json").read_text())["tokenizer"]["sha256"]
 
 
+def test_unigram_prior_is_the_smoothed_frequency_of_the_training_shards(work):
+    import numpy as np
+
+    from cxlnet.pretrain.commands import unigram_log_prior
+    from cxlnet.pretrain.corpus import TokenStore
+
+    ids = np.load(work["store"] / "shard-00000.ids.npy").astype(np.int64)  # shard 1 is held out: not counted
+    counts = np.bincount(ids, minlength=32000)
+    prior = unigram_log_prior(TokenStore(work["store"]), [0], 32000)
+    assert prior.shape == (32000,) and float(prior.exp().sum()) == pytest.approx(1.0, abs=1e-5)
+    assert prior.numpy() == pytest.approx(np.log((counts + 1) / (counts.sum() + 32000)), abs=1e-6)
+
+
+def test_unigram_bias_init_starts_at_the_unigram_loss(work, straight):
+    """`train.lm_bias_init=unigram`: the first loss is about the targets' unigram cross-entropy
+    (a few nats), not ln(vocab) = 10.37 of the zero bias (the tied logits start near zero)."""
+    args = [a for a in train_args(work, "unigram", "train.lm_bias_init=unigram") if not a.startswith("train.max_steps")]
+    cxlnet_proc(*args, "train.max_steps=2", cwd=work["root"])
+    zero_first, unigram_first = losses_of(straight)[0], losses_of(work["runs"] / "pretrain" / "unigram")[0]
+    assert zero_first == pytest.approx(10.37, abs=0.15)
+    assert unigram_first < zero_first - 2.0
+
+
 def test_finetune_loads_run_dir_and_checkpoint(work, straight, monkeypatch, tmp_path):
     from omegaconf import OmegaConf
 

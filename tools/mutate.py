@@ -81,9 +81,8 @@ def mutate_module(src: Path, module: str, tests: list[str], sample: int, budget:
     path = src / module
     original = path.read_text(encoding="utf-8")
     mutations = list_mutations(Context(source=original, filename=str(path), mutation_id=ALL))
-    drawn = list(mutations)
-    if sample and len(drawn) > sample:
-        drawn = sorted(random.Random(seed).sample(drawn, sample), key=lambda m: (m.line_number, m.index))
+    # random order, so that a module stopped by --budget has still run a uniform random sample
+    drawn = random.Random(seed).sample(mutations, min(sample or len(mutations), len(mutations)))
     status, baseline = run_tests(src, tests, timeout=3600)
     if status != "pass":
         raise SystemExit(f"{module}: its tests fail without a mutation ({' '.join(tests)})")

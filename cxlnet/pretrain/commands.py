@@ -143,6 +143,18 @@ def build_model(cfg: DictConfig, vocab_size: int, store_desc: str = "the token s
     return model
 
 
+def unigram_log_prior(store, shards: list[int], vocab_size: int) -> torch.Tensor:
+    """log p(piece) over the tokens of `shards`, add-one smoothed (`train.lm_bias_init=unigram`)."""
+    import numpy as np
+    import torch
+
+    counts = np.zeros(vocab_size, dtype=np.float64)
+    for k in shards:
+        counts += np.bincount(store.shard(k).ids, minlength=vocab_size)[:vocab_size]
+    store.release()
+    return torch.from_numpy(np.log((counts + 1.0) / (counts.sum() + vocab_size))).float()
+
+
 def record_tokenizer(store, store_path: Path, out_dir: Path) -> dict:
     """Copy the token store's SentencePiece model into the run as `spiece.model` (once; a resumed
     run keeps its copy) and return its record (source, sha256, the model's bytes) for checkpoints,
@@ -244,6 +256,7 @@ def preflight(cfg: DictConfig, run: str | None) -> None:
 
 def train(cfg: DictConfig) -> dict:
     import pytorch_lightning as pl
+    import torch
     from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
 
     from cxlnet.batching import BatchRequest
@@ -262,13 +275,16 @@ def train(cfg: DictConfig) -> dict:
     start_step = int(state["global_step"]) if state else 0
     pl.seed_everything(int(cfg.seed), workers=True)
     model = build_model(cfg, vocab_size, f"{tok_path}, store {store_path}")
+    train_shards, val_shards = split_shards(cfg.data, store.num_shards)
+    if cfg.train.lm_bias_init == "unigram" and cfg.model.pretrained is None:
+        with torch.no_grad():
+            model.lm_loss.bias.copy_(unigram_log_prior(store, train_shards, vocab_size))
     show_config(cfg, out_dir)  # every refusal above leaves the run's record as it was
     tokenizer = record_tokenizer(store, store_path, out_dir)
     write_store_record(cfg, out_dir, store)
     if cfg.model.compile:
         model.compile()
     _warn_early_updates(cfg)
-    train_shards, val_shards = split_shards(cfg.data, store.num_shards)
     data_cfg = OmegaConf.merge(cfg.data, {"store": str(store_path), "shards": train_shards})
     # train.stop_after counts the steps of this invocation: the same command continues as far again
     stop_at = None if cfg.train.stop_after is None else min(start_step + int(cfg.train.stop_after),
