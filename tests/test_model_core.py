@@ -271,3 +271,18 @@ def test_qa_training_loss_uses_gold_start(qa):
     assert torch.isfinite(out.loss) and torch.allclose(out.loss, expect, atol=1e-6)
     out.loss.backward()
     assert m.end_logits.dense_0.weight.grad.abs().sum() > 0
+
+
+def test_cpu_dropout_keeps_with_the_rounded_rate_and_its_exact_scale():
+    """The CPU dropout rounds p to a multiple of 2^-15 and scales kept elements by 2^15/(2^15 - drop)
+    (0.1 -> 1.111145), not F.dropout's 1/(1-p) = 1.111111; elements are kept independently."""
+    from cxlnet.model.model import Dropout
+
+    torch.manual_seed(0)
+    x = torch.ones(400, 500)
+    y = Dropout(0.1).train()(x)
+    kept = y[y != 0]
+    drop = round(0.1 * 2 ** 15)
+    assert torch.all(kept == 2 ** 15 / (2 ** 15 - drop)) and kept[0] != 1 / 0.9
+    assert abs(kept.numel() / x.numel() - 0.9) < 0.004  # 200k draws: 5 sigma is 0.0034
+    assert torch.equal(Dropout(0.1).eval()(x), x)

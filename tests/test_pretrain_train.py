@@ -126,13 +126,17 @@ def test_resume_continues_the_same_loss_curve(work, straight):
     assert again.returncode != 0 and "already finished" in again.stderr
 
 
-def test_resume_with_other_data_is_refused(work):
-    """The checkpoint records what fixes the stream; resuming it on other data is one clear line."""
+def test_resume_with_other_data_or_settings_is_refused(work):
+    """The checkpoint records what fixes the stream and the training settings; resuming it on other
+    data or with another optimizer setting is one clear line."""
     args = train_args(work, "other-data")
     cxlnet_proc(*args, "train.stop_after=2", cwd=work["root"])
     proc = cxlnet_proc(*args, "data.num_predict=5", cwd=work["root"], check=False)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
     assert "trained on other data (num_predict 6 -> 5)" in proc.stderr, proc.stderr
+    proc = cxlnet_proc(*args, "optimizer.optim.lr=2e-3", cwd=work["root"], check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "trained with other settings (optimizer.optim.lr 0.001 -> 0.002)" in proc.stderr, proc.stderr
 
 
 @pytest.mark.slow

@@ -280,3 +280,17 @@ def test_body_from_the_same_checkpoint(caplog):
     x = _inputs()
     with torch.no_grad():
         assert torch.equal(body(**x).last_hidden_state, cls.transformer(**x).last_hidden_state)
+
+
+@pytest.mark.parametrize("activation,expected", [("gelu", "gelu_new"), ("relu", "relu")])
+def test_the_originals_gelu_is_the_tanh_approximation(tmp_path, activation, expected):
+    """xlnet_config.json's `gelu` is the original TF code's tanh approximation (HF: `gelu_new`)."""
+    import json
+    import shutil
+
+    ckpt = tmp_path / "xlnet"
+    shutil.copytree(XLNET, ckpt)
+    cfg = json.loads((ckpt / "xlnet_config.json").read_text())
+    (ckpt / "xlnet_config.json").write_text(json.dumps({**cfg, "ff_activation": activation}))
+    assert XLNet.from_pretrained(ckpt).config.ff_activation == expected
+    assert XLNet.from_pretrained(ckpt / "xlnet_model.ckpt.index").config.ff_activation == expected

@@ -33,8 +33,8 @@ REPO = Path(__file__).resolve().parents[1]
 MODULE_TESTS = {
     "cxlnet/model/model.py": ["tests/test_model_core.py", "tests/test_model_parity.py"],
     "cxlnet/model/heads.py": ["tests/test_heads_parity.py", "tests/test_model_parity.py"],
-    "cxlnet/model/config.py": ["tests/test_model_parity.py", "tests/test_config.py"],
-    "cxlnet/model/weights.py": ["tests/test_weights.py"],
+    "cxlnet/model/config.py": ["tests/test_model_config.py", "tests/test_model_parity.py", "tests/test_config.py"],
+    "cxlnet/model/weights.py": ["tests/test_weights.py", "tests/test_tf_checkpoint.py"],
     "cxlnet/model/tf_checkpoint.py": ["tests/test_tf_checkpoint.py"],
     "cxlnet/span/metric.py": ["tests/test_span_metric.py", "tests/test_span_metric_official.py"],
     "cxlnet/span/decode.py": ["tests/test_span_decode.py"],

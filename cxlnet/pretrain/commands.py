@@ -245,7 +245,43 @@ def resume_state(cfg: DictConfig, out_dir: Path, store_path: Path) -> tuple[Path
     data_cfg = OmegaConf.merge(cfg.data, {"store": str(store_path), "shards": train_shards})
     identity = data_identity(data_cfg, slices or int(info["num_slices"]), int(cfg.seed))
     check_resume(info, slices or int(info["num_slices"]), identity)
+    check_recipe(info.get("recipe"), recipe_identity(cfg))
     return ckpt, state
+
+
+def recipe_identity(cfg: DictConfig) -> dict:
+    """The training settings a checkpoint was written with, as dotted keys (`train.max_steps` and
+    `train.stop_after` are left out: a run may be extended)."""
+    recipe = {"optimizer": cfg.optimizer, "trainer.gradient_clip_val": cfg.trainer.gradient_clip_val,
+              "train.lm_bias_init": cfg.train.lm_bias_init, "mem_reset_every": cfg.get("mem_reset_every")}
+    flat = {}
+    for key, value in recipe.items():
+        if isinstance(value, DictConfig):
+            for sub, leaf in _leaves(OmegaConf.to_container(value, resolve=True), key):
+                flat[sub] = leaf
+        else:
+            flat[key] = value
+    return flat
+
+
+def _leaves(node, prefix: str):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _leaves(v, f"{prefix}.{k}")
+    else:
+        yield prefix, node
+
+
+def check_recipe(saved: dict | None, now: dict) -> None:
+    """Refuse to resume with another optimizer, schedule, clipping or initialisation: the run
+    would silently continue under settings its first steps never had (older checkpoints record
+    none and are not checked)."""
+    if saved is None or saved == now:
+        return
+    diff = sorted(k for k in {**saved, **now} if saved.get(k) != now.get(k))
+    what = ", ".join(f"{k} {saved.get(k)!r} -> {now.get(k)!r}" for k in diff)
+    raise CxlnetError(f"the checkpoint was trained with other settings ({what}): resume with the settings it was "
+                      f"written with, or start a new run_name")
 
 
 def preflight(cfg: DictConfig, run: str | None) -> None:
@@ -292,7 +328,7 @@ def train(cfg: DictConfig) -> dict:
     module = PretrainModule(model, cfg.optimizer, data_cfg, seed=int(cfg.seed), loss_log=out_dir / LOSS_LOG,
                             stop_after=stop_at, mem_reset_every=cfg.get("mem_reset_every"),
                             tokenizer=tokenizer, val_batches=validation_batches(data_cfg, val_shards, int(cfg.seed)),
-                            monitor_cfg=cfg.monitor, val_log=out_dir / VAL_LOG)
+                            monitor_cfg=cfg.monitor, val_log=out_dir / VAL_LOG, recipe=recipe_identity(cfg))
 
     callbacks = [RichProgressBar(leave=True)] if cfg.trainer.enable_progress_bar else []
     if cfg.monitor.throughput:

@@ -110,8 +110,9 @@ class PretrainModule(TrainModule):
                  loss_log: str | Path | None = None, stop_after: int | None = None,
                  mem_reset_every: int | None = None, tokenizer: dict | None = None,
                  val_batches: list[dict] | None = None, monitor_cfg: DictConfig | None = None,
-                 val_log: str | Path | None = None):
+                 val_log: str | Path | None = None, recipe: dict | None = None):
         super().__init__(model, optimizer_cfg)
+        self.recipe = recipe  # the training settings, saved in every checkpoint (a resume must match them)
         self.mem_reset_every = int(mem_reset_every) if mem_reset_every else None
         self.tokenizer = tokenizer  # source, sha256, vocab_size, spiece_model bytes: saved in every checkpoint
         # held-out batches (never trained on): validation PLM loss, and the first is the collapse probe
@@ -300,6 +301,7 @@ class PretrainModule(TrainModule):
             "rng": _get_rng_state(),
             "model_config": self.model.config.to_dict(),
             "tokenizer": self.tokenizer,
+            "recipe": self.recipe,
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
