@@ -34,6 +34,31 @@ def full_data_dir() -> Path:
     return FULL_DATA_DIR
 
 
+def cli_env(cwd: str | Path | None = None, **extra: str) -> dict[str, str]:
+    """The environment of a real-CLI run in a test: W&B off, no HYDRA_FULL_ERROR (so errors are the
+    one line a user sees) and, with `cwd`, no $CXLNET_DATA_DIR and an empty download cache there,
+    as on a fresh clone without a data directory beside it; `extra` on top."""
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    if cwd is not None:
+        env.pop("CXLNET_DATA_DIR", None)
+        env["CXLNET_CACHE_DIR"] = str(Path(cwd) / "empty-cache")
+    return {**env, **extra}
+
+
+def cxlnet_subprocess(*args: str, cwd: str | Path, check: bool = True, env: dict[str, str] | None = None,
+                      timeout: int = 600):
+    """`python -m cxlnet ARGS` in a fresh interpreter (`env`: default `cli_env(cwd)`); with `check`,
+    a non-zero exit fails the test with the end of its stderr."""
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-m", "cxlnet", *args], cwd=cwd, env=env or cli_env(cwd),
+                          capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"cxlnet {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc
+
+
 def run_cli_inproc(capsys, argv: list[str]) -> tuple[int, str, str]:
     """Run `cxlnet ARGV...` in this process (no interpreter start-up): (exit code, stdout, stderr).
     Hydra's job log goes to stdout, the error line to stderr."""

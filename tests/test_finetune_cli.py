@@ -3,18 +3,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import cli_env, cxlnet_subprocess
 from cxlnet.classify.data import read_tsv
 from cxlnet.errors import CxlnetError
 from cxlnet.paths import sample_dir
-from cxlnet.sweep import aggregate
 
 SAMPLE_DEV = sample_dir() / "chnsenticorp" / "dev.tsv"
 
@@ -22,15 +19,7 @@ SAMPLE_DEV = sample_dir() / "chnsenticorp" / "dev.tsv"
 def cxlnet(*args: str, cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the real CLI. The data comes from the shipped sample only: no $CXLNET_DATA_DIR and an
     empty download cache, as on a fresh clone without any data directory beside it."""
-    empty_cache = Path(cwd) / "empty-cache"
-    full_env = {**os.environ, "WANDB_MODE": "disabled", "CXLNET_CACHE_DIR": str(empty_cache), **(env or {})}
-    for name in ("HYDRA_FULL_ERROR", "CXLNET_DATA_DIR"):
-        full_env.pop(name, None)
-    proc = subprocess.run([sys.executable, "-m", "cxlnet", *args], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"cxlnet {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return proc
+    return cxlnet_subprocess(*args, cwd=cwd, check=check, env=cli_env(cwd, **(env or {})))
 
 
 @pytest.fixture(scope="module")

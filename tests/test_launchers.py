@@ -14,6 +14,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from conftest import cli_env
 from cxlnet.confdir import CONF_DIR, conf_dir
 from cxlnet.launch import weights_checksum
 
@@ -47,11 +48,8 @@ def test_weights_checksum_tells_one_update_apart():
 
 
 def _cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 600) -> subprocess.Popen:
-    full_env = {**os.environ, "WANDB_MODE": "disabled", "CXLNET_CACHE_DIR": str(cwd / "empty-cache"), **(env or {})}
-    for name in ("HYDRA_FULL_ERROR", "CXLNET_DATA_DIR"):
-        full_env.pop(name, None)
-    return subprocess.Popen([sys.executable, "-m", "cxlnet", *args], cwd=cwd, env=full_env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return subprocess.Popen([sys.executable, "-m", "cxlnet", *args], cwd=cwd, env=cli_env(cwd, **(env or {})),
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
 def _finish(proc: subprocess.Popen, timeout: int = 600) -> str:
@@ -79,7 +77,7 @@ def test_joblib_runs_two_seeds_side_by_side(tmp_path):
     callback: jobs run one after another could never meet), in two worker processes, and each
     writes its metrics into the one sweep summary."""
     sweep, meet = tmp_path / "sweep", tmp_path / "barrier"
-    barrier = [f"+hydra.callbacks.barrier._target_=hydra_barrier.Barrier", f"+hydra.callbacks.barrier.dir={meet}",
+    barrier = ["+hydra.callbacks.barrier._target_=hydra_barrier.Barrier", f"+hydra.callbacks.barrier.dir={meet}",
                "+hydra.callbacks.barrier.parties=2"]
     out = _finish(_cli("finetune", *TINY, f"task.dev_file={_small_dev(tmp_path, 120)}",
                        f"paths.output_dir={tmp_path / 'runs'}", "launcher=joblib", "launcher.jobs=2",

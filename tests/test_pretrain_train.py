@@ -12,13 +12,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import cxlnet_inproc
+from conftest import cli_env, cxlnet_inproc, cxlnet_subprocess
 from cxlnet.confdir import conf_dir
 from cxlnet.paths import sample_dir
 from cxlnet.pretrain.commands import read_losses
@@ -37,13 +36,7 @@ GOLDEN_OVERRIDES = [
 
 def cxlnet_proc(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
     # one thread: the float reduction order (and so the golden curve) does not depend on the core count
-    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    env.pop("HYDRA_FULL_ERROR", None)
-    proc = subprocess.run([sys.executable, "-m", "cxlnet", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"cxlnet {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return proc
+    return cxlnet_subprocess(*args, cwd=cwd, check=check, env=cli_env(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1"))
 
 
 def error_line(rc: int, err: str) -> str:

@@ -9,14 +9,12 @@ small shapes and few steps.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from conftest import cli_env, cxlnet_subprocess
 from cxlnet.paths import sample_dir
 from cxlnet.pretrain.commands import read_losses
 from test_pretrain_train import work  # noqa: F401  (the token store fixture)
@@ -36,10 +34,7 @@ TRAIN = [
 
 def cxlnet(*args: str, cwd: Path) -> str:
     """Run the real CLI on the XLA CPU device; its stdout + stderr."""
-    env = {**os.environ, "WANDB_MODE": "disabled", "PJRT_DEVICE": "CPU"}
-    env.pop("HYDRA_FULL_ERROR", None)
-    proc = subprocess.run([sys.executable, "-m", "cxlnet", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=1800)
+    proc = cxlnet_subprocess(*args, cwd=cwd, check=False, env=cli_env(PJRT_DEVICE="CPU"), timeout=1800)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"cxlnet {' '.join(args)} failed ({proc.returncode}):\n{out[-4000:]}"
     assert "using: 1 TPU cores" in out, "Lightning did not run on the XLA device:\n" + out[-2000:]

@@ -17,9 +17,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
-import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -30,6 +30,9 @@ from cxlnet.paths import resolve_data_file
 from cxlnet.runs import (check_architecture, chosen_architecture, hydra_job, load_reported, model_settings, record_run,
                          run_dir, show_config)
 from cxlnet.text import SPIECE_FILE, save_tokenizer, sha256_bytes
+
+if TYPE_CHECKING:  # torch is imported where it is used: `cxlnet data` / `vocab` start without it
+    import torch
 
 log = logging.getLogger(__name__)
 
