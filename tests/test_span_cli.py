@@ -96,6 +96,8 @@ def test_eval_scores_a_test_file_with_the_finetuned_model(finetuned, tmp_path):
     predictions = json.loads((run / "test_predictions.json").read_text())
     n_questions = sum(len(p["qas"]) for a in json.loads(gold.read_text())["data"] for p in a["paragraphs"])
     assert len(predictions) == n_questions
+    test_nbest = json.loads((run / "test_nbest.json").read_text())
+    assert set(test_nbest) == set(predictions) and not (run / "predictions.json").exists()
     scores = official_scores(read_json(gold), run / "test_predictions.json", tmp_path)
     assert scores["TOTAL"] == n_questions and float(scores["F1"]) > 0.0
     assert metrics["test/f1"] == pytest.approx(float(scores["F1"]), abs=1e-3)

@@ -7,7 +7,8 @@ import logging
 import pytest
 
 from cxlnet.errors import CxlnetError
-from cxlnet.span.examples import fix_answer_start, parse_squad, read_examples, utf16_to_codepoint
+from cxlnet.span.examples import (SpanExample, first_questions, fix_answer_start, parse_squad, read_examples,
+                                    utf16_to_codepoint)
 
 
 def _squad(context, qas):
@@ -120,3 +121,53 @@ def test_utf16_fixes_on_real_files(full_data_dir):
             assert "TRIAL_210_QUERY_0" in st.utf16_fixed_ids or any(i.startswith("TRIAL_210") for i in st.utf16_fixed_ids)
         if name == "cmrc2018/dev.json":
             assert st.start_minus_one == 193 and st.questions == 3219 and st.answers == 9657
+
+
+def test_every_count_of_a_file_and_the_impossible_answers_warning(caplog):
+    """A file whose every count is known by hand: 3 paragraphs (one empty), 12 impossible answers
+    (10 listed, "and 2 more"), a UTF-16 offset, a -1, a text not at its offset, a question with none."""
+    impossible = [{"text": "很长的答案", "answer_start": 100 + k} for k in range(11)] + [{"text": " ", "answer_start": 0}]
+    data = {"data": [
+        {"paragraphs": [
+            {"context": "北京是中国的首都。", "qas": [
+                {"id": "ok", "question": "q", "answers": [{"text": "北京", "answer_start": 0}]},
+                {"id": "minus", "question": "q", "answers": [{"text": "中国", "answer_start": -1}]},
+                {"id": "lost", "question": "q", "answers": [{"text": "首都", "answer_start": 0}]},
+                {"id": "none", "question": "q", "answers": []}]},
+            {"context": "", "qas": [{"id": "empty", "question": "q", "answers": []}]}]},
+        {"paragraphs": [
+            {"context": "𠀀abc", "qas": [
+                {"id": "astral", "question": "q", "answers": [{"text": "abc", "answer_start": 2}]},
+                {"id": "bad", "question": "q", "answers": impossible}]}]}]}
+    with caplog.at_level(logging.INFO):
+        examples, st = parse_squad(data, "f.json")
+    assert st.as_dict() == dict(
+        path="f.json", articles=2, paragraphs=3, questions=6, answers=16, utf16_fixed=1, start_minus_one=1,
+        answer_not_found=1, no_answer=1, untrainable=4, empty_context_paragraphs=1, empty_context_questions=1,
+        impossible=12)
+    assert [e.qid for e in examples if e.trainable] == ["ok", "astral"]
+    assert "f.json: 12 answers with an impossible offset or text" in caplog.text and caplog.text.count(
+        "answer_start 10") == 10 and "and 2 more" in caplog.text
+    assert "f.json article 1 paragraph 0 question 1 (bad) answer 11" not in caplog.text  # ids, not locations
+    assert SpanExample("q", "q", "c", []).is_impossible is False
+
+
+@pytest.mark.parametrize("context,text,start,expected", [
+    ("中国人民", "人民", -1, (-1, "minus_one")), ("中国人民", "人民", None, (-1, "minus_one")),
+    ("中国人民", "人民", -2, (-2, "impossible")), ("中国人民", "", 0, (0, "impossible")),
+    ("𠀀中国人民", "美国", 1, (1, "not_found")),  # an astral char before: the UTF-16 reading does not match either
+    ("𠀀中国人民", "人民", 4, (3, "utf16")),
+])
+def test_fix_answer_start_statuses(context, text, start, expected):
+    assert fix_answer_start(context, text, start) == expected
+
+
+def test_first_questions_cuts_in_file_order():
+    data = {"version": "v", "data": [
+        {"title": "a", "paragraphs": [{"context": "x", "qas": [{"id": "1"}, {"id": "2"}]},
+                                      {"context": "y", "qas": [{"id": "3"}, {"id": "4"}, {"id": "5"}]}]},
+        {"title": "b", "paragraphs": [{"context": "z", "qas": [{"id": "6"}]}]}]}
+    cut = first_questions(data, 4)
+    assert cut["version"] == "v" and [a["title"] for a in cut["data"]] == ["a"]
+    assert [[q["id"] for q in p["qas"]] for p in cut["data"][0]["paragraphs"]] == [["1", "2"], ["3", "4"]]
+    assert sum(len(p["qas"]) for a in first_questions(data, 6)["data"] for p in a["paragraphs"]) == 6

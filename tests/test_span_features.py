@@ -404,3 +404,19 @@ def test_convert_full_cmrc_train_counts(full_data_dir):
     assert st.mismatch_paragraphs == 0 and st.untrainable_skipped == 0
     assert len(feats) == st.features > 10142
     assert feats.input_ids.shape == (len(feats), 512)
+
+
+def test_feature_counts_accumulate_over_questions(tiny_tok):
+    """Two questions longer than max_query_length, one short; `stats.features` is the rows made."""
+    ctx = "中国的人在这里工作。" * 3
+    long_q = "中国的人" * 10
+    exs = [SpanExample(f"q{k}", q, ctx, [{"text": "在这里", "answer_start": 4}], 4, "在这里")
+           for k, q in enumerate([long_q, "中国", long_q])]
+    cfg = SpanConfig(max_seq_length=48, doc_stride=8, max_query_length=8)
+    feats, st = convert_examples(exs, tiny_tok, cfg, is_training=True)
+    assert st.questions_truncated == 2 and st.features == len(feats) >= 3
+    # the answer starting at a paragraph's first character maps to the first token
+    first = SpanExample("f", "中国", ctx, [{"text": ctx[:2], "answer_start": 0}], 0, ctx[:2])
+    f1, _ = convert_examples([first], tiny_tok, cfg, is_training=True)
+    s = int(f1.start_positions[0])
+    assert f1.tok_start_to_orig[0, s] == 0 and ctx[: f1.tok_end_to_orig[0, int(f1.end_positions[0])] + 1].startswith(ctx[:2])
