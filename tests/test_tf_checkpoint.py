@@ -294,3 +294,4 @@ def test_the_originals_gelu_is_the_tanh_approximation(tmp_path, activation, expe
     (ckpt / "xlnet_config.json").write_text(json.dumps({**cfg, "ff_activation": activation}))
     assert XLNet.from_pretrained(ckpt).config.ff_activation == expected
     assert XLNet.from_pretrained(ckpt / "xlnet_model.ckpt.index").config.ff_activation == expected
+    assert XLNet.from_pretrained(ckpt / "xlnet_model.ckpt").config.ff_activation == expected  # the TF prefix

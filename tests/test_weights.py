@@ -76,6 +76,19 @@ def test_head_from_lm_checkpoint_starts_random(lm_dir, caplog):
     assert XLNetForSequenceClassification.from_pretrained(d.parent / "cls").num_labels == 3
 
 
+def test_every_head_of_a_qa_checkpoint_is_dropped_by_other_models(tmp_path, caplog):
+    """A fine-tuned span model's start and end heads load into a classifier or a body as
+    the shared encoder only, each dropped head named in the log."""
+    qa = XLNetForQuestionAnswering(tiny()).eval()
+    qa.save_pretrained(tmp_path / "qa")
+    with caplog.at_level(logging.INFO, logger="cxlnet.model.weights"):
+        cls = XLNetForSequenceClassification.from_pretrained(tmp_path / "qa", num_labels=2)
+        body = XLNet.from_pretrained(tmp_path / "qa")
+    for model in (cls.transformer, body):
+        assert torch.equal(model.word_embedding.weight, qa.transformer.word_embedding.weight)
+    assert all(f"'{head}." in caplog.text for head in ("start_logits", "end_logits"))
+
+
 @pytest.mark.parametrize("edit, words", [
     (lambda sd: sd.pop("transformer.layer.1.ff.layer_2.bias"), "missing key 'layer.1.ff.layer_2.bias'"),
     (lambda sd: sd.update({"transformer.layer.0.rel_attn.extra": torch.zeros(1)}), "unexpected key 'layer.0.rel_attn.extra'"),
