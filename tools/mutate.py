@@ -48,7 +48,7 @@ MODULE_TESTS = {
     "cxlnet/classify/module.py": ["tests/test_anchors_ddp.py", "tests/test_anchors_classify.py"],
     "cxlnet/pretrain/examples.py": ["tests/test_sample_mask.py", "tests/test_pretrain_data.py"],
     "cxlnet/training.py": ["tests/test_training.py", "tests/test_anchors_optim.py"],
-    "cxlnet/sweep.py": ["tests/test_anchors_optim.py::test_sweep_summary_std_is_the_sample_std",
+    "cxlnet/sweep.py": ["tests/test_sweep_files.py", "tests/test_anchors_optim.py::test_sweep_summary_std_is_the_sample_std",
                         "tests/test_anchors_ddp.py::test_aggregate_rebuilds_the_summary_from_run_files"],
 }
 
