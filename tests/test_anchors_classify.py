@@ -7,6 +7,7 @@ import json
 import random
 
 import pytest
+import torch
 from test_finetune_cli import cxlnet
 
 from cxlnet.classify.data import Example, encode_examples, read_tsv
@@ -91,3 +92,35 @@ def test_read_tsv_labels_and_line_numbers(tmp_path):
     with pytest.raises(CxlnetError, match=r"x.tsv:3: label '2' is not one of 0, 1"):
         read_tsv(path)  # two labels unless the task says otherwise
     assert [e.label for e in read_tsv(path, num_labels=3)] == [1, 2]
+
+
+def test_data_module_encodes_each_given_split_once(tmp_path, tokenizer):
+    from omegaconf import OmegaConf
+
+    from cxlnet.classify.data import ClassificationData
+
+    train, dev = tmp_path / "train.tsv", tmp_path / "dev.tsv"
+    train.write_text("label\ttext_a\n" + "".join(f"{k % 2}\t评论{k}\n" for k in range(10)), encoding="utf-8")
+    dev.write_text("1\t没有表头的第一行\n0\t第二行\n", encoding="utf-8")  # no header: line 1 is an example
+    cfg = OmegaConf.create({"num_labels": 2, "max_train_examples": 6, "max_seq_length": 16, "batch_size": 4,
+                            "eval_batch_size": 4})
+    data = ClassificationData({"train": train, "dev": dev, "test": None}, tokenizer, cfg, num_workers=0, seed=0)
+    data.setup("fit")
+    assert set(data.splits) == {"train", "dev"}  # no test file: no test split
+    assert len(data.splits["train"]) == 6 and len(data.splits["dev"]) == 2
+    assert data.splits["dev"].tensors[3].tolist() == [1, 0]
+    expected = encode_examples(read_tsv(dev), tokenizer, 16)
+    assert all(torch.equal(a, b) for a, b in zip(data.splits["dev"].tensors, expected.tensors))
+    first = data.splits["train"]
+    data.setup("validate")  # a second setup keeps the encoded splits
+    assert data.splits["train"] is first
+
+
+def test_bad_utf8_names_the_line_and_column(tmp_path):
+    path = tmp_path / "bad.tsv"
+    path.write_bytes("label\ttext_a\n1\tgood\n0\tab".encode() + b"\xff\n")
+    with pytest.raises(CxlnetError, match=r"bad.tsv:3: not valid UTF-8 \(byte 0xff at column 5\)"):
+        read_tsv(path)
+    path.write_text("label\ttext_a\n", encoding="utf-8")
+    with pytest.raises(CxlnetError, match=r"bad.tsv: no examples$"):
+        read_tsv(path)

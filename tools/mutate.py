@@ -43,6 +43,8 @@ MODULE_TESTS = {
     "cxlnet/span/module.py": ["tests/test_anchors_ddp.py", "tests/test_span_cli.py"],
     "cxlnet/span/data.py": ["tests/test_span_cli.py"],
     "cxlnet/classify/data.py": ["tests/test_anchors_classify.py::test_feature_layout_left_pads_and_ends_with_sep_cls",
+                                "tests/test_anchors_classify.py::test_data_module_encodes_each_given_split_once",
+                                "tests/test_anchors_classify.py::test_bad_utf8_names_the_line_and_column",
                                 "tests/test_anchors_classify.py::test_read_tsv_labels_and_line_numbers",
                                 "tests/test_finetune_cli.py::test_read_tsv_keeps_quotes_and_skips_header"],
     "cxlnet/classify/module.py": ["tests/test_anchors_ddp.py", "tests/test_anchors_classify.py"],
