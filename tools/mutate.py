@@ -49,7 +49,8 @@ MODULE_TESTS = {
                                 "tests/test_finetune_cli.py::test_read_tsv_keeps_quotes_and_skips_header"],
     "cxlnet/classify/module.py": ["tests/test_anchors_ddp.py", "tests/test_anchors_classify.py"],
     "cxlnet/pretrain/examples.py": ["tests/test_sample_mask.py", "tests/test_pretrain_data.py"],
-    "cxlnet/training.py": ["tests/test_training.py", "tests/test_anchors_optim.py"],
+    "cxlnet/training.py": ["tests/test_training.py", "tests/test_anchors_optim.py", "tests/test_training_parity.py",
+                           "tests/test_batching.py", "tests/test_guard.py"],
     "cxlnet/sweep.py": ["tests/test_sweep_files.py", "tests/test_anchors_optim.py::test_sweep_summary_std_is_the_sample_std",
                         "tests/test_anchors_ddp.py::test_aggregate_rebuilds_the_summary_from_run_files"],
 }
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [m for m in modules if m not in MODULE_TESTS]
     if unknown:
         parser.error(f"no tests listed for {', '.join(unknown)} (see MODULE_TESTS)")
-    src = args.out / "src"
+    src = (args.out / "src").resolve()  # absolute: the CLI tests run subprocesses in other directories
     copy_checkout(src)
     report_path = args.out / "report.json"
     results = json.loads(report_path.read_text()) if report_path.is_file() else {}
