@@ -255,24 +255,18 @@ def resume_state(cfg: DictConfig, out_dir: Path, store_path: Path) -> tuple[Path
 def recipe_identity(cfg: DictConfig) -> dict:
     """The training settings a checkpoint was written with, as dotted keys (`train.max_steps` and
     `train.stop_after` are left out: a run may be extended)."""
-    recipe = {"optimizer": cfg.optimizer, "trainer.gradient_clip_val": cfg.trainer.gradient_clip_val,
-              "train.lm_bias_init": cfg.train.lm_bias_init, "mem_reset_every": cfg.get("mem_reset_every")}
-    flat = {}
-    for key, value in recipe.items():
-        if isinstance(value, DictConfig):
-            for sub, leaf in _leaves(OmegaConf.to_container(value, resolve=True), key):
-                flat[sub] = leaf
+    settings = {"optimizer": OmegaConf.to_container(cfg.optimizer, resolve=True),
+                "trainer.gradient_clip_val": cfg.trainer.gradient_clip_val,
+                "train.lm_bias_init": cfg.train.lm_bias_init, "mem_reset_every": cfg.get("mem_reset_every")}
+    return dict(_leaves(settings))
+
+
+def _leaves(node: dict, prefix: str = ""):
+    for key, value in node.items():
+        if isinstance(value, dict):
+            yield from _leaves(value, f"{prefix}{key}.")
         else:
-            flat[key] = value
-    return flat
-
-
-def _leaves(node, prefix: str):
-    if isinstance(node, dict):
-        for k, v in node.items():
-            yield from _leaves(v, f"{prefix}.{k}")
-    else:
-        yield prefix, node
+            yield f"{prefix}{key}", value
 
 
 def check_recipe(saved: dict | None, now: dict) -> None:
