@@ -309,7 +309,8 @@ def train(cfg: DictConfig) -> dict:
     pl.seed_everything(int(cfg.seed), workers=True)
     model = build_model(cfg, vocab_size, f"{tok_path}, store {store_path}")
     train_shards, val_shards = split_shards(cfg.data, store.num_shards)
-    if cfg.train.lm_bias_init == "unigram" and cfg.model.pretrained is None:
+    if cfg.train.lm_bias_init == "unigram" and cfg.model.pretrained is None and ckpt is None:
+        # a fresh run only: a resumed one restores its bias from the checkpoint (no pass over the store)
         with torch.no_grad():
             model.lm_loss.bias.copy_(unigram_log_prior(store, train_shards, vocab_size))
     show_config(cfg, out_dir)  # every refusal above leaves the run's record as it was
