@@ -15,9 +15,10 @@ V, B, L = 50, 3, 11
 NO_DROPOUT = {"dropout": 0.0, "summary_last_dropout": 0.0}
 
 
-def pair(ours_cls, tmp_path, hf_name, **extra):
+def pair(ours_cls, tmp_path, hf_name, summary_type="last", **extra):
     torch.manual_seed(0)
-    cfg = XLNetConfig.named("tiny", vocab_size=V, n_layer=2, start_n_top=4, end_n_top=3, **NO_DROPOUT)
+    cfg = XLNetConfig.named("tiny", vocab_size=V, n_layer=2, start_n_top=4, end_n_top=3, summary_type=summary_type,
+                            **NO_DROPOUT)
     ours = ours_cls(cfg, **extra)
     # a trained head is not at its init: move every weight so no term can hide behind a zero or a one
     with torch.no_grad():
@@ -73,8 +74,11 @@ def test_qa_head_matches_transformers(tmp_path):
                                hf_beam.end_top_log_probs.view(B, j, k).transpose(1, 2), rtol=1e-5, atol=1e-6)
 
 
-def test_classification_head_matches_transformers(tmp_path):
-    ours, hf = pair(XLNetForSequenceClassification, tmp_path, "XLNetForSequenceClassification", num_labels=3)
+@pytest.mark.parametrize("summary_type", ["last", "first", "mean"])
+def test_classification_head_matches_transformers(tmp_path, summary_type):
+    ours, hf = pair(XLNetForSequenceClassification, tmp_path, "XLNetForSequenceClassification", summary_type,
+                    num_labels=3)
+    assert hf.config.summary_type == summary_type  # read from our config.json
     x, _ = inputs(2)
     x["input_mask"] = x["input_mask"].flip(-1)  # left padding, as in classification features
     labels = torch.tensor([2, 0, 1])

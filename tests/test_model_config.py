@@ -47,8 +47,10 @@ def test_dropatt_follows_dropout_unless_set():
 
 
 def test_run_settings_are_the_originals_run_config_fields():
-    # xlnet.py RunConfig: dropout, dropatt, mem_len, reuse_len, bi_data, clamp_len, same_length (+ init, TPU flags)
-    assert {"dropout", "dropatt", "mem_len", "reuse_len", "bi_data", "clamp_len", "same_length"} <= set(RUN_SETTINGS)
+    # xlnet.py RunConfig: dropout, dropatt, mem_len, reuse_len, bi_data, clamp_len, same_length (+ init, TPU flags);
+    # run_classifier.py's flag summary_type (no weights of its own)
+    assert {"dropout", "dropatt", "mem_len", "reuse_len", "bi_data", "clamp_len", "same_length",
+            "summary_type"} <= set(RUN_SETTINGS)
     assert not {"d_model", "n_layer", "n_head", "d_head", "d_inner", "vocab_size", "untie_r", "ff_activation"} & set(
         RUN_SETTINGS)
 
@@ -57,6 +59,7 @@ def test_run_settings_are_the_originals_run_config_fields():
     ("mem_len", 0, True), ("mem_len", -1, False), ("reuse_len", 0, True), ("reuse_len", 2.5, False),
     ("dropout", 0.0, True), ("dropout", 1.0, False), ("dropatt", 0.99, True), ("summary_last_dropout", -0.1, False),
     ("d_model", 15, False), ("attn_type", "uni", True), ("attn_type", "both", False),
+    ("summary_type", "mean", True), ("summary_type", "first", True), ("summary_type", "attn", False),
 ])
 def test_validation_bounds(field, value, ok):
     sizes = dict(SIZES, d_model=15, n_head=3, d_head=5) if field == "d_model" else SIZES  # odd d_model, n*d = d

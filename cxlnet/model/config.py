@@ -18,6 +18,9 @@ from cxlnet.errors import CxlnetError, read_json
 # "gelu" follows Hugging Face (exact erf GELU) so a config.json means the same in both libraries;
 # the original TF code's `gelu` is the tanh approximation, which HF calls "gelu_new".
 FF_ACTIVATIONS = ("relu", "gelu", "gelu_new")
+# The original's `summarize_sequence` types without weights of their own ("attn" adds an attention
+# layer that neither hfl's checkpoints nor transformers have).
+SUMMARY_TYPES = ("last", "first", "mean")
 
 # Keys HF writes that mean nothing to us; kept in `extra` and written back unchanged.
 _HF_ONLY_KEYS = {
@@ -30,8 +33,8 @@ _HF_ONLY_KEYS = {
 
 # Fields that do not shape the weights (the original's RunConfig and task flags, not its
 # xlnet_config.json): a run sets them on every model it builds, loaded checkpoints included.
-RUN_SETTINGS = ("dropout", "dropatt", "summary_last_dropout", "mem_len", "reuse_len", "bi_data", "clamp_len",
-                "same_length", "start_n_top", "end_n_top", "grad_checkpointing")
+RUN_SETTINGS = ("dropout", "dropatt", "summary_type", "summary_last_dropout", "mem_len", "reuse_len", "bi_data",
+                "clamp_len", "same_length", "start_n_top", "end_n_top", "grad_checkpointing")
 # The sizes have no defaults: they come from a config.json or a conf/model/<name>.yaml, never from here.
 _SIZES = ("vocab_size", "d_model", "n_layer", "n_head", "d_head", "d_inner")
 
@@ -95,8 +98,8 @@ class XLNetConfig:
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or v < 0):
                 bad(f"{name} must be null or a non-negative integer, got {v!r}")
-        if self.summary_type != "last":
-            bad(f"only summary_type 'last' is supported, got {self.summary_type!r}")
+        if self.summary_type not in SUMMARY_TYPES:
+            bad(f"summary_type must be one of {SUMMARY_TYPES}, got {self.summary_type!r}")
 
     # ------------------------------------------------------------------ constructors
     @classmethod

@@ -89,15 +89,27 @@ class XLNetLMHeadModel(_Head):
 
 
 class SequenceSummary(nn.Module):
-    """summary_type "last": tanh(Linear(h[:, -1])) then dropout (no dropout before the projection)."""
+    """tanh(Linear(pooled)) then dropout (no dropout before the projection), as `summarize_sequence`.
+
+    summary_type "last" pools <cls> (last: classification pads left), "first" the first position,
+    "mean" the average over every position, padding included (the original's `reduce_mean` and
+    transformers' "mean" do not mask it).
+    """
 
     def __init__(self, config: XLNetConfig):
         super().__init__()
+        self.summary_type = config.summary_type
         self.summary = nn.Linear(config.d_model, config.d_model)
         self.last_dropout = nn.Dropout(config.summary_last_dropout)
 
-    def forward(self, h: Tensor) -> Tensor:
-        return self.last_dropout(torch.tanh(self.summary(h[:, -1])))  # CLS is last (left padding)
+    def forward(self, h: Tensor) -> Tensor:  # h (B, L, D) -> (B, D)
+        if self.summary_type == "last":
+            pooled = h[:, -1]
+        elif self.summary_type == "first":
+            pooled = h[:, 0]
+        else:
+            pooled = h.mean(1)
+        return self.last_dropout(torch.tanh(self.summary(pooled)))
 
 
 class XLNetForSequenceClassification(_Head):
