@@ -306,6 +306,7 @@ def model_loader(cfg: DictConfig, vocab_size: int):
             check_architecture(cfg.model, model.config)
             if cfg.get("command") in ("eval", "predict") and cfg.task.kind in ("span", "classification"):
                 check_task_head(cfg, model)  # fill-mask uses the pre-trained LM head
+                warn_mean_summary_length(cfg, model)
         if model.config.vocab_size != vocab_size:
             raise CxlnetError(
                 f"model vocab size {model.config.vocab_size} differs from the tokenizer's {vocab_size} "
@@ -364,3 +365,18 @@ def check_task_head(cfg: DictConfig, model) -> None:
             f"model.pretrained={cfg.model.pretrained}: no {'/'.join(missing)} weights for a {cfg.task.kind} task "
             f"(task={cfg.task.name}); it is not a model fine-tuned for this task (give a `cxlnet finetune "
             f"task={cfg.task.name}` run)")
+
+
+def warn_mean_summary_length(cfg: DictConfig, model) -> None:
+    """summary_type "mean" averages the padding too (as the original's `reduce_mean`), so a head
+    fine-tuned at one task.max_seq_length scores differently at another: warn when the run that
+    trained it (its config.yaml beside the weights) used another length."""
+    if model.config.summary_type != "mean":
+        return
+    weights = resolve_pretrained(cfg.model.pretrained)
+    record = next((p for p in (weights.parent / "config.yaml", weights / "config.yaml") if p.is_file()), None)
+    trained = OmegaConf.select(OmegaConf.load(record), "task.max_seq_length") if record else None
+    if trained is not None and int(trained) != int(cfg.task.max_seq_length):
+        log.warning("summary_type 'mean' averages the padding too: %s was fine-tuned at task.max_seq_length=%d "
+                    "(%s), this run uses %d; pass task.max_seq_length=%d for its own scores", cfg.model.pretrained,
+                    int(trained), record, int(cfg.task.max_seq_length), int(trained))

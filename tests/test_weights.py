@@ -76,6 +76,35 @@ def test_head_from_lm_checkpoint_starts_random(lm_dir, caplog):
     assert XLNetForSequenceClassification.from_pretrained(d.parent / "cls").num_labels == 3
 
 
+def test_summary_type_applies_to_lm_weights_but_a_trained_summary_head_keeps_its_own(lm_dir, caplog):
+    _, d = lm_dir
+    assert XLNetForSequenceClassification.from_pretrained(d, summary_type="mean").config.summary_type == "mean"
+    XLNetForSequenceClassification(tiny(summary_type="mean")).save_pretrained(d.parent / "fine-tuned")
+    with caplog.at_level(logging.INFO, logger="cxlnet.model.weights"):
+        cls = XLNetForSequenceClassification.from_pretrained(d.parent / "fine-tuned", summary_type="last")
+    assert cls.config.summary_type == "mean" and cls.sequence_summary.summary_type == "mean"
+    assert "summary_type 'mean', the one its summary head was trained with (not 'last')" in caplog.text
+
+
+@pytest.mark.parametrize("summary_type, eval_length, warned", [("mean", 256, True), ("mean", 128, False),
+                                                                ("last", 256, False)])
+def test_eval_warns_when_a_mean_summary_sees_another_padding_length(tmp_path, caplog, summary_type, eval_length,
+                                                                    warned):
+    from omegaconf import OmegaConf
+
+    from cxlnet.runs import warn_mean_summary_length
+
+    run = tmp_path / "run"
+    model = XLNetForSequenceClassification(tiny(summary_type=summary_type))
+    model.save_pretrained(run / "model")
+    OmegaConf.save(OmegaConf.create({"task": {"max_seq_length": 128}}), run / "config.yaml")
+    cfg = OmegaConf.create({"model": {"pretrained": str(run)}, "task": {"max_seq_length": eval_length}})
+    with caplog.at_level(logging.WARNING, logger="cxlnet.runs"):
+        warn_mean_summary_length(cfg, model)
+    assert ("fine-tuned at task.max_seq_length=128" in caplog.text) == warned
+    assert ("pass task.max_seq_length=128" in caplog.text) == warned
+
+
 def test_every_head_of_a_qa_checkpoint_is_dropped_by_other_models(tmp_path, caplog):
     """A fine-tuned span model's start and end heads load into a classifier or a body as
     the shared encoder only, each dropped head named in the log."""

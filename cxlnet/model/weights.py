@@ -183,6 +183,18 @@ def _model_kwargs(cls, config_dict: dict[str, Any], overrides: dict[str, Any]) -
     return kwargs
 
 
+def _keep_trained_summary(stored: XLNetConfig, weights: dict[str, Tensor], overrides: dict[str, Any],
+                          path: Path) -> dict[str, Any]:
+    """`summary_type` is a run setting for weights without a summary head (a pre-trained LM), but a
+    fine-tuned summary head has learnt one pooling: evaluating or continuing it keeps the stored one."""
+    wanted = overrides.get("summary_type", stored.summary_type)
+    if wanted == stored.summary_type or not any(name.startswith("sequence_summary.") for name in weights):
+        return overrides
+    log.info("%s: summary_type %r, the one its summary head was trained with (not %r)", path,
+             stored.summary_type, wanted)
+    return {**overrides, "summary_type": stored.summary_type}
+
+
 def load_pretrained(cls, path: str | Path, **overrides: Any):
     path = Path(path)
     if not path.exists() and not Path(str(path) + ".index").exists():
@@ -190,9 +202,10 @@ def load_pretrained(cls, path: str | Path, **overrides: Any):
     if path.is_dir() and (path / "config.json").is_file():
         cfg_raw = XLNetConfig.from_json(path / "config.json")  # validates the file as is
         kwargs = _model_kwargs(cls, {**cfg_raw.extra}, overrides)
+        weights = _read_hf_weights(path)
+        overrides = _keep_trained_summary(cfg_raw, weights, overrides, path)
         config = cfg_raw.replace(**overrides) if overrides else cfg_raw
         model = cls(config, **kwargs)
-        weights = _read_hf_weights(path)
         load_hf_state_dict(model, weights, str(path))
         model.load_summary = summarise_load(model, weights, *hf_format(path), cfg_raw)
         return model
