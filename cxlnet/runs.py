@@ -371,7 +371,7 @@ def warn_mean_summary_length(cfg: DictConfig, model) -> None:
     """summary_type "mean" averages the padding too (as the original's `reduce_mean`), so a head
     fine-tuned at one task.max_seq_length scores differently at another: warn when the run that
     trained it (its config.yaml beside the weights) used another length."""
-    if model.config.summary_type != "mean":
+    if not hasattr(model, "sequence_summary") or model.config.summary_type != "mean":
         return
     weights = resolve_pretrained(cfg.model.pretrained)
     record = next((p for p in (weights.parent / "config.yaml", weights / "config.yaml") if p.is_file()), None)

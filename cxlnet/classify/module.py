@@ -1,4 +1,4 @@
-"""The Lightning module for sequence classification: XLNet + the summary head (`summary_type`: `<cls>`, first position or mean)."""
+"""The Lightning module for sequence classification: XLNet + the summary head (`<cls>`, first or mean)."""
 from __future__ import annotations
 
 import numpy as np

@@ -32,7 +32,8 @@ _HF_ONLY_KEYS = {
 }
 
 # Fields that do not shape the weights (the original's RunConfig and task flags, not its
-# xlnet_config.json): a run sets them on every model it builds, loaded checkpoints included.
+# xlnet_config.json): a run sets them on every model it builds, loaded checkpoints included
+# (summary_type only where the checkpoint holds no trained summary head: weights._keep_trained_summary).
 RUN_SETTINGS = ("dropout", "dropatt", "summary_type", "summary_last_dropout", "mem_len", "reuse_len", "bi_data",
                 "clamp_len", "same_length", "start_n_top", "end_n_top", "grad_checkpointing")
 # The sizes have no defaults: they come from a config.json or a conf/model/<name>.yaml, never from here.
